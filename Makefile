@@ -1,0 +1,83 @@
+# UMCG in Rust for Linux: the one entry point. See README.md.
+#
+#   make run       build everything, boot the guest, show the demo, get a shell
+#   make test      build everything, run the host tests and the selftests in
+#                  the guest (once per TEST_CPUS), fail on any failure or splat
+#   make deps      install the pinned toolchain
+#   make linux     (re)create linux/ from the base tarball and patches/
+#   make patches   export linux/'s commits to patches/
+#   make kernel    build the kernel (incremental)
+#   make image     build the guest image (selftests, demo, overlay)
+#   make check-ci  the host-side tests of the test machinery only
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+TOP := $(CURDIR)
+
+BUILD     ?= $(TOP)/build
+KOUT      ?= $(BUILD)/kernel
+CONFIGS   ?= configs/umcg.config
+LOGDIR    ?= $(BUILD)/logs
+KSELFTEST ?= $(BUILD)/kselftest
+SELFTEST_TARGETS ?= umcg
+
+# Guest knobs (see README.md): accelerator, vCPUs, memory, timeout.
+export ACCEL   ?= tcg
+export MEM     ?= 1024
+export TIMEOUT ?= 900
+CPUS      ?= 2
+TEST_CPUS ?= 2 4
+
+BZIMAGE := $(KOUT)/arch/x86/boot/bzImage
+INITRD  := $(BUILD)/guest.cpio
+DEMO    := $(BUILD)/umcg-demo
+
+.PHONY: help deps linux linux-for-build patches kernel selftests demo image \
+	run test check-ci clean distclean
+
+help:
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@ci/deps.sh
+
+linux: deps
+	@ci/linux.sh
+
+# Like 'linux', but builds keep unsaved work in linux/ instead of refusing.
+linux-for-build: deps
+	@ci/linux.sh --build
+
+patches:
+	@ci/patches.sh
+
+kernel: linux-for-build
+	@ci/kernel.sh $(KOUT) $(CONFIGS) -- bzImage headers
+
+selftests: kernel
+	@ci/selftests.sh $(KOUT) $(KSELFTEST) $(SELFTEST_TARGETS)
+
+demo: kernel
+	@mkdir -p $(BUILD)
+	gcc -O2 -Wall -Werror -static -isystem $(KOUT)/usr/include demo/umcg-demo.c -o $(DEMO)
+
+image: selftests demo
+	@ci/image.sh $(INITRD) $(KSELFTEST) $(DEMO):/usr/bin/umcg-demo
+
+run: image
+	@ci/qemu.sh demo $(CPUS) $(LOGDIR) $(BZIMAGE) $(INITRD)
+
+check-ci:
+	@ci/host-tests.sh $(LOGDIR)
+
+test: check-ci image
+	@rc=0; ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
+	ci/summary.sh $(LOGDIR); exit $$rc
+
+clean:
+	rm -rf $(BUILD)
+
+# Also removes linux/ (refusing while it holds unsaved work).
+distclean: clean
+	@ci/linux.sh --check-clean
+	rm -rf linux

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The guest part of 'make test': boot the image once per CPU count, judge
+# each run with ci/verdict.py, and print the totals.
+#
+# Usage: ci/test.sh KERNEL INITRD KSELFTEST_DIR LOGDIR CPUS...
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=ci/common.sh
+. "$top/ci/common.sh"
+
+kernel=$1 initrd=$2 kst=$3 logdir=$4
+shift 4
+mkdir -p "$logdir"
+summary=$logdir/summary.txt
+: > "$summary"
+rm -f "$logdir/guest-total.txt"
+
+failed_runs=0
+for cpus in "$@"; do
+	rc=0
+	"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kernel" "$initrd" || rc=$?
+	extra=()
+	[ "$rc" = 124 ] && extra+=(--timed-out)
+	if ! python3 "$top/ci/verdict.py" --console "$logdir/console-$cpus.log" \
+		--results "$logdir/results-$cpus.log" --expect "$kst/kselftest-list.txt" \
+		--cpus "$cpus" --label "guest ($cpus vCPUs)" --summary "$summary" "${extra[@]}"; then
+		failed_runs=$((failed_runs + 1))
+		echo "guest ($cpus vCPUs): logs: ${logdir#"$top"/}/console-$cpus.log, ${logdir#"$top"/}/results-$cpus.log" >&2
+	fi
+done
+
+# Host-side tests (the verdict's own tests) were counted by the Makefile.
+read -r passed failed skipped < <(awk '{p += $1; f += $2; s += $3} END {print p+0, f+0, s+0}' "$summary")
+echo "$passed $failed $skipped" > "$logdir/guest-total.txt"
+[ "$failed_runs" = 0 ]
