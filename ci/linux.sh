@@ -30,8 +30,9 @@ series() {
 		! -name '0000-*' | LC_ALL=C sort
 }
 
+# The subject as git am will record it (headers unfolded, [PATCH] dropped).
 subject_of_patch() {
-	sed -n 's/^Subject: \(\[[^]]*\] \)\{0,1\}//p' "$1" | head -n 1
+	git mailinfo /dev/null /dev/null < "$1" | sed -n 's/^Subject: //p'
 }
 
 # Debian's packaging adds '/*' to the top-level .gitignore (its repository
