@@ -9,6 +9,7 @@
 #   make kernel    build the kernel (incremental)
 #   make image     build the guest image (selftests, demo, overlay)
 #   make check-ci  the host-side tests of the test machinery only
+#   make check-patches  scripts/checkpatch.pl --strict on every patch
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -33,10 +34,10 @@ INITRD  := $(BUILD)/guest.cpio
 DEMO    := $(BUILD)/umcg-demo
 
 .PHONY: help deps linux linux-for-build patches kernel selftests demo image \
-	run test check-ci clean distclean
+	run test check-ci check-patches clean distclean
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@ci/deps.sh
@@ -69,6 +70,13 @@ run: image
 
 check-ci:
 	@ci/host-tests.sh $(LOGDIR)
+
+check-patches: linux
+	@python3 -c 'import ply, git' 2> /dev/null || python3 -m pip install -q --root-user-action=ignore ply GitPython
+	@cd linux && for p in ../patches/0[0-9][0-9][0-9]-*.patch; do \
+		[ "$${p##*/}" = 0000-cover-letter.patch ] && continue; \
+		scripts/checkpatch.pl --strict --quiet --no-summary "$$p" || true; \
+	done; rm -f .checkpatch-camelcase.*
 
 test: check-ci image
 	@rc=0; ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/umcg.h>
@@ -24,6 +25,14 @@
 #endif
 
 static int failures;
+
+static uint64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
 
 static long show(const char *what, long ret, int expect_errno)
 {
@@ -68,7 +77,15 @@ int main(void)
 	     syscall(__NR_umcg_ctl, UMCG_CTL_REGISTER, &server), 0);
 	show("umcg_ctl(REGISTER, &server) again",
 	     syscall(__NR_umcg_ctl, UMCG_CTL_REGISTER, &server), EINVAL);
-	show("umcg_wait(0, 0)", syscall(__NR_umcg_wait, 0, 0), EOPNOTSUPP);
+	show("umcg_wait(0, 0) while RUNNING", syscall(__NR_umcg_wait, 0, 0), 0);
+	server.state = UMCG_TASK_IDLE;
+	show("umcg_wait(0, now + 10ms) while IDLE",
+	     syscall(__NR_umcg_wait, 0, realtime_ns() + 10 * 1000 * 1000), ETIMEDOUT);
+	server.next_tid = gettid();
+	show("umcg_wait(WAKE_ONLY, 0) to itself",
+	     syscall(__NR_umcg_wait, UMCG_WAIT_WAKE_ONLY, 0), 0);
+	server.next_tid = 0;
+	server.state = UMCG_TASK_RUNNING;
 	show("umcg_ctl(UNREGISTER, NULL)",
 	     syscall(__NR_umcg_ctl, UMCG_CTL_UNREGISTER, NULL), 0);
 	show("umcg_ctl(UNREGISTER, NULL) again",
