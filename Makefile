@@ -10,6 +10,7 @@
 #   make image     build the guest image (selftests, demo, overlay)
 #   make check-ci  the host-side tests of the test machinery only
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
+#   make check-series   build the kernel at every patch (slow)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -34,10 +35,10 @@ INITRD  := $(BUILD)/guest.cpio
 DEMO    := $(BUILD)/umcg-demo
 
 .PHONY: help deps linux linux-for-build patches kernel selftests demo image \
-	run test check-ci check-patches clean distclean
+	run test check-ci check-patches check-series clean distclean
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@ci/deps.sh
@@ -70,6 +71,9 @@ run: image
 
 check-ci:
 	@ci/host-tests.sh $(LOGDIR)
+
+check-series: kernel
+	@ci/check-series.sh $(KOUT)/.config
 
 check-patches: linux
 	@python3 -c 'import ply, git' 2> /dev/null || python3 -m pip install -q --root-user-action=ignore ply GitPython
