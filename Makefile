@@ -8,6 +8,7 @@
 #   make patches   export linux/'s commits to patches/
 #   make kernel    build the kernel (incremental)
 #   make image     build the guest image (selftests, demo, overlay)
+#   make test-debug  make test on a debug kernel (lockdep, atomic-sleep checks, ...)
 #   make check-ci  the host-side tests of the test machinery only
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
 #   make check-series   build the kernel at every patch (slow)
@@ -18,6 +19,7 @@ TOP := $(CURDIR)
 
 BUILD     ?= $(TOP)/build
 KOUT      ?= $(BUILD)/kernel
+DEBUG_KOUT ?= $(BUILD)/kernel-debug
 CONFIGS   ?= configs/umcg.config
 LOGDIR    ?= $(BUILD)/logs
 KSELFTEST ?= $(BUILD)/kselftest
@@ -34,11 +36,11 @@ BZIMAGE := $(KOUT)/arch/x86/boot/bzImage
 INITRD  := $(BUILD)/guest.cpio
 DEMO    := $(BUILD)/umcg-demo
 
-.PHONY: help deps linux linux-for-build patches kernel selftests demo image \
+.PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
 	run test check-ci check-patches check-series clean distclean
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,/^$$/p' Makefile | sed -e '$$d' -e 's/^# \{0,1\}//'
 
 deps:
 	@ci/deps.sh
@@ -55,6 +57,10 @@ patches:
 
 kernel: linux-for-build
 	@ci/kernel.sh $(KOUT) $(CONFIGS) -- bzImage headers
+
+# A separate output directory, so that both kernels stay incremental.
+kernel-debug: linux-for-build
+	@ci/kernel.sh $(DEBUG_KOUT) $(CONFIGS) configs/debug.config -- bzImage
 
 selftests: kernel
 	@ci/selftests.sh $(KOUT) $(KSELFTEST) $(SELFTEST_TARGETS)
@@ -84,6 +90,10 @@ check-patches: linux
 
 test: check-ci image
 	@rc=0; ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
+	ci/summary.sh $(LOGDIR); exit $$rc
+
+test-debug: check-ci image kernel-debug
+	@rc=0; ci/test.sh $(DEBUG_KOUT)/arch/x86/boot/bzImage $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 
 clean:
