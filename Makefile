@@ -12,6 +12,8 @@
 #   make check-ci  the host-side tests of the test machinery only
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
 #   make check-series   build the kernel at every patch (slow)
+#   make bench     benchmarks in the guest, with and without the handoff
+#                  patch; report in build/bench/ (see README.md, Performance)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -36,8 +38,15 @@ BZIMAGE := $(KOUT)/arch/x86/boot/bzImage
 INITRD  := $(BUILD)/guest.cpio
 DEMO    := $(BUILD)/umcg-demo
 
+# make bench: the C microbenchmarks, and the runtime benchmarks of
+# rust-umcg/ when they are built.
+BENCH_OUT    ?= $(BUILD)/bench
+BENCH_BIN    := $(BUILD)/umcg-bench
+BENCH_INITRD := $(BUILD)/bench.cpio
+RUNTIME_BENCH ?= $(TOP)/rust-umcg/target/x86_64-unknown-linux-gnu/release/umcg-runtime-bench
+
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
-	run test check-ci check-patches check-series clean distclean
+	run test check-ci check-patches check-series clean distclean bench bench-bin
 
 help:
 	@sed -n '3,/^$$/p' Makefile | sed -e '$$d' -e 's/^# \{0,1\}//'
@@ -74,6 +83,15 @@ image: selftests demo
 
 run: image
 	@ci/qemu.sh demo $(CPUS) $(LOGDIR) $(BZIMAGE) $(INITRD)
+
+bench-bin: kernel
+	@mkdir -p $(BUILD)
+	gcc -O2 -Wall -Wextra -Werror -static -isystem $(KOUT)/usr/include bench/umcg-bench.c -o $(BENCH_BIN) -lpthread
+
+bench: bench-bin selftests
+	@ci/image.sh $(BENCH_INITRD) $(KSELFTEST) $(BENCH_BIN):/usr/bin/umcg-bench \
+		$$([ -x "$(RUNTIME_BENCH)" ] && echo "$(RUNTIME_BENCH):/usr/bin/umcg-runtime-bench")
+	@CONFIGS="$(CONFIGS)" ci/bench.sh $(BENCH_OUT) $(BENCH_INITRD) $(CPUS) $(BZIMAGE)
 
 check-ci:
 	@ci/host-tests.sh $(LOGDIR)

@@ -3,6 +3,7 @@
 # out of tree in $KBUILD_OUT, incrementally.
 #
 # Usage: ci/kernel.sh OUTDIR FRAGMENT... [-- extra make arguments]
+# Environment: KSRC, the source tree (default linux/).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=ci/common.sh
@@ -17,12 +18,13 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 done
 [ "${1:-}" = -- ] && shift
 
-[ -d "$top/linux" ] || die "linux/ is missing: run 'make linux'"
+src=${KSRC:-$top/linux}
+[ -d "$src" ] || die "$src is missing: run 'make linux'"
 mkdir -p "$out"
 out=$(realpath "$out")
 
 kmake() {
-	make -C "$top/linux" O="$out" ARCH=x86_64 LLVM=-19 \
+	make -C "$src" O="$out" ARCH=x86_64 LLVM=-19 \
 		RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc HOSTRUSTC=/usr/bin/rustc \
 		RUSTFMT=/usr/bin/rustfmt CLIPPY_DRIVER=/usr/bin/clippy-driver \
 		BINDGEN="$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")" \
@@ -40,7 +42,7 @@ done
 if [ "$regen" = 1 ]; then
 	step "configuring: tinyconfig + ${frags[*]##*/}"
 	kmake -s tinyconfig
-	"$top/linux/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "${frags[@]}" > "$out/merge.log"
+	"$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "${frags[@]}" > "$out/merge.log"
 	kmake -s olddefconfig
 	# Check that every option asked for survived Kconfig's dependency rules.
 	bad=0

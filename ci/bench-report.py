@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""The report of `make bench`: ratios, medians, a CSV and a plot.
+
+Reads the guest's results (lines "bench <metric> <unit> <value>", one per
+repetition, from umcg-bench and umcg-runtime-bench) of one or more boots of
+one or more kernels, given as LABEL=FILE (the first label is the kernel
+under test), and writes to --out:
+
+  report.md    the goals of issue 5 with the measured ratios, every ratio,
+               and the medians with their spread
+  results.csv  per kernel and metric: repetitions, median, quartiles, range
+  ratios.csv   every ratio of the report
+  bench.png    switch costs per kernel and the goal ratios (needs matplotlib)
+
+Every ratio divides two medians of the same kernel and run. The guest is
+emulated (TCG): absolute figures depend on the host and its load, only
+ratios carry over; every output says so.
+"""
+
+import argparse
+import csv
+import os
+import re
+import statistics
+import sys
+
+TCG_NOTE = ("The guest is emulated (QEMU TCG): absolute times say nothing about real "
+            "hardware; only ratios between figures of the same run carry over.")
+
+YIELD = "switch/yield_pinned"
+FUTEX_PINNED = "switch/futex_pinned"
+FUTEX_FREE = "switch/futex_free"
+PIPE_FREE = "switch/pipe_free"
+SS = "switch/umcg_server_server"
+SWS = "switch/umcg_server_worker_server"
+WW = "switch/umcg_worker_worker"
+BLOCK = "block/umcg_block_detection"
+WAKE = "wake/umcg_wake_detection"
+SCALING = "scaling/umcg_server_worker/"
+
+LINE = re.compile(r"^bench\s+(\S+)\s+(\S+)\s+([-+0-9.eE]+)\s*$")
+
+
+def parse(files):
+    """{label: {metric: (unit, [values])}}, labels in the order given."""
+    data = {}
+    for spec in files:
+        label, _, path = spec.partition("=")
+        if not path:
+            sys.exit(f"bench-report: expected LABEL=FILE, got {spec!r}")
+        metrics = data.setdefault(label, {})
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                m = LINE.match(line.strip().replace("\r", ""))
+                if not m:
+                    continue
+                metric, unit, value = m.group(1), m.group(2), float(m.group(3))
+                entry = metrics.setdefault(metric, (unit, []))
+                if entry[0] != unit:
+                    sys.exit(f"bench-report: {metric}: unit {unit} after {entry[0]}")
+                entry[1].append(value)
+    return data
+
+
+def quantile(values, q):
+    values = sorted(values)
+    if len(values) == 1:
+        return values[0]
+    pos = q * (len(values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def stats(values):
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p25": quantile(values, 0.25),
+        "p75": quantile(values, 0.75),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def higher_is_better(unit):
+    return bool(re.search(r"per_s$|per_sec|/s$|ops|throughput", unit))
+
+
+class Report:
+    def __init__(self, data):
+        self.data = data
+        self.labels = list(data)
+        self.main = self.labels[0]
+        self.stats = {l: {m: (u, stats(v)) for m, (u, v) in ms.items()}
+                      for l, ms in data.items()}
+        self.ratios = []  # (group, name, label, value, goal text, met or None)
+
+    def median(self, label, metric):
+        entry = self.stats[label].get(metric)
+        return entry[1]["median"] if entry else None
+
+    def unit(self, label, metric):
+        entry = self.stats[label].get(metric)
+        return entry[0] if entry else None
+
+    def ratio(self, label, num, den):
+        a, b = self.median(label, num), self.median(label, den)
+        if a is None or b is None or b == 0:
+            return None
+        return a / b
+
+    def add(self, group, name, label, value, goal=None, check=None):
+        if value is None:
+            return
+        met = check(value) if check else None
+        self.ratios.append((group, name, label, value, goal, met))
+
+    def compute(self):
+        switch_goals = [
+            (SS, "server<->server switch", YIELD, "same-CPU sched_yield floor", 1.05),
+            (SS, "server<->server switch", FUTEX_PINNED, "same-CPU futex ping-pong", 0.8),
+            (SWS, "server->worker->server switch", YIELD, "same-CPU sched_yield floor", 1.05),
+            (SWS, "server->worker->server switch", FUTEX_PINNED, "same-CPU futex ping-pong", 0.8),
+        ]
+        for label in self.labels:
+            for num, name, den, what, limit in switch_goals:
+                self.add("goal", f"{name} / {what}", label, self.ratio(label, num, den),
+                         f"<= {limit}x", lambda v, limit=limit: v <= limit)
+            self.add("goal", "block detection / one server->worker->server switch", label,
+                     self.ratio(label, BLOCK, SWS), "<= 2x", lambda v: v <= 2.0)
+            base = f"{SCALING}2"
+            for metric in sorted(self.stats[label], key=natural):
+                if metric.startswith(SCALING) and metric != base:
+                    n = metric[len(SCALING):]
+                    self.add("goal", f"switch with {n} workers / with 2", label,
+                             self.ratio(label, metric, base), "within 10% (0.9-1.1x)",
+                             lambda v: 0.9 <= v <= 1.1)
+            self.runtime_goals(label)
+
+            info = [
+                (SS, "server<->server switch", FUTEX_FREE, "cross-CPU futex ping-pong"),
+                (SS, "server<->server switch", PIPE_FREE, "pipe ping-pong"),
+                (SS + "_pinned", "server<->server switch, pinned", YIELD, "sched_yield floor"),
+                (WW, "worker->worker switch", YIELD, "sched_yield floor"),
+                (WW, "worker->worker switch", FUTEX_PINNED, "same-CPU futex ping-pong"),
+                (SWS, "server->worker->server switch", SS, "server<->server switch"),
+                (WAKE, "wake detection", SWS, "one server->worker->server switch"),
+                (FUTEX_PINNED, "same-CPU futex ping-pong", YIELD, "sched_yield floor"),
+                (FUTEX_FREE, "cross-CPU futex ping-pong", YIELD, "sched_yield floor"),
+                (PIPE_FREE, "pipe ping-pong", YIELD, "sched_yield floor"),
+            ]
+            for num, name, den, what in info:
+                self.add("other", f"{name} / {what}", label, self.ratio(label, num, den))
+
+        # The kernel under test against every other kernel, metric by metric.
+        for other in self.labels[1:]:
+            for metric in sorted(self.stats[self.main], key=natural):
+                if metric not in self.stats[other]:
+                    continue
+                unit = self.unit(self.main, metric)
+                a, b = self.median(self.main, metric), self.median(other, metric)
+                if not b:
+                    continue
+                # Below 1 is better for times, above 1 for rates.
+                self.add(f"{self.main} vs {other}", metric, self.main, a / b,
+                         "< 1 is faster" if not higher_is_better(unit) else "> 1 is faster")
+
+    def runtime_goals(self, label):
+        """runtime_mixed/umcg/N against runtime_mixed/{threads,tokio}/N."""
+        for metric in sorted(self.stats[label], key=natural):
+            m = re.match(r"^(runtime_mixed)/umcg/(.+)$", metric)
+            if not m:
+                continue
+            for other, limit in (("threads", 1.0), ("tokio", 2.0)):
+                base = f"{m.group(1)}/{other}/{m.group(2)}"
+                if base not in self.stats[label]:
+                    continue
+                unit = self.unit(label, metric)
+                r = self.ratio(label, metric, base)
+                if r is None:
+                    continue
+                speedup = r if higher_is_better(unit) else 1 / r
+                self.add("goal", f"runtime speedup over {other} ({m.group(2)} tasks)", label,
+                         speedup, f">= {limit}x", lambda v, limit=limit: v >= limit)
+
+    def markdown(self, cpus, mode):
+        out = ["# UMCG benchmarks (`make bench`)", "",
+               f"**{TCG_NOTE}**", "",
+               f"Kernels: {', '.join(f'`{l}`' for l in self.labels)} (the first is the one "
+               f"under test); {cpus} vCPUs; {mode}. Ratios divide medians of the "
+               "same kernel and run.", ""]
+        out += ["## Goals (issue 5)", "",
+                "| goal | kernel | ratio | target | |", "| --- | --- | ---: | --- | --- |"]
+        for group, name, label, value, goal, met in self.ratios:
+            if group == "goal":
+                out.append(f"| {name} | {label} | {value:.3f}x | {goal} | "
+                           f"{'met' if met else '**not met**'} |")
+        groups = [g for g in dict.fromkeys(r[0] for r in self.ratios) if g != "goal"]
+        for g in groups:
+            title = "Other ratios" if g == "other" else f"`{g.split(' vs ')[0]}` / `{g.split(' vs ')[1]}`, metric by metric"
+            out += ["", f"## {title}", "", "| ratio | kernel | value | |",
+                    "| --- | --- | ---: | --- |"]
+            for group, name, label, value, goal, _ in self.ratios:
+                if group == g:
+                    out.append(f"| {name} | {label} | {value:.3f}x | {goal or ''} |")
+        out += ["", "## Medians", "",
+                "Spread: the interquartile range as a share of the median.", "",
+                "| metric | unit | " + " | ".join(f"{l} median | {l} spread | n" for l in self.labels) + " |",
+                "| --- | --- | " + " | ".join("---: | ---: | ---:" for _ in self.labels) + " |"]
+        for metric in self.all_metrics():
+            unit = next(self.unit(l, metric) for l in self.labels if self.unit(l, metric))
+            cells = []
+            for l in self.labels:
+                entry = self.stats[l].get(metric)
+                if not entry:
+                    cells.append("| | ")
+                    continue
+                s = entry[1]
+                spread = (s["p75"] - s["p25"]) / s["median"] * 100 if s["median"] else 0
+                cells.append(f"{s['median']:.1f} | {spread:.1f}% | {s['n']}")
+            out.append(f"| {metric} | {unit} | " + " | ".join(cells) + " |")
+        out += ["", f"_{TCG_NOTE}_", ""]
+        return "\n".join(out)
+
+    def all_metrics(self):
+        seen = {}
+        for l in self.labels:
+            for m in self.stats[l]:
+                seen[m] = None
+        return sorted(seen, key=natural)
+
+    def write_csv(self, path_results, path_ratios):
+        with open(path_results, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([f"# {TCG_NOTE}"])
+            w.writerow(["kernel", "metric", "unit", "n", "median", "p25", "p75", "min", "max"])
+            for l in self.labels:
+                for metric in self.all_metrics():
+                    if metric in self.stats[l]:
+                        unit, s = self.stats[l][metric]
+                        w.writerow([l, metric, unit, s["n"]] +
+                                   [f"{s[k]:.1f}" for k in ("median", "p25", "p75", "min", "max")])
+        with open(path_ratios, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([f"# {TCG_NOTE}"])
+            w.writerow(["group", "ratio", "kernel", "value", "target", "met"])
+            for group, name, label, value, goal, met in self.ratios:
+                w.writerow([group, name, label, f"{value:.4f}", goal or "",
+                            "" if met is None else ("yes" if met else "no")])
+
+    def plot(self, path):
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("bench-report: matplotlib is missing: no plot", file=sys.stderr)
+            return False
+        switch = [m for m in self.all_metrics() if m.startswith("switch/")]
+        extra = [m for m in (BLOCK, WAKE) if any(m in self.stats[l] for l in self.labels)]
+        metrics = switch + extra
+        goals = [r for r in self.ratios if r[0] == "goal"]
+        fig, axes = plt.subplots(2, 1, figsize=(12, 10))
+        ax = axes[0]
+        width = 0.8 / max(1, len(self.labels))
+        for i, l in enumerate(self.labels):
+            vals = [self.median(l, m) or 0 for m in metrics]
+            errs = [[(self.median(l, m) or 0) - self.stats[l][m][1]["p25"] if m in self.stats[l] else 0 for m in metrics],
+                    [self.stats[l][m][1]["p75"] - (self.median(l, m) or 0) if m in self.stats[l] else 0 for m in metrics]]
+            ax.bar([x + i * width for x in range(len(metrics))], vals, width, yerr=errs, label=l)
+        ax.set_xticks([x + width * (len(self.labels) - 1) / 2 for x in range(len(metrics))])
+        ax.set_xticklabels([m.split("/", 1)[1] for m in metrics], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("ns (median, bars: quartiles)")
+        ax.set_title("Switch, block and wake costs (TCG guest: compare bars, not absolute ns)")
+        ax.legend()
+        ax = axes[1]
+        names = [f"{g[1]} [{g[2]}]" for g in goals]
+        colors = ["tab:green" if g[5] else "tab:red" for g in goals]
+        ax.barh(range(len(goals)), [g[3] for g in goals], color=colors)
+        ax.set_yticks(range(len(goals)))
+        ax.set_yticklabels(names, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("ratio (green: goal met, red: not met)")
+        ax.set_title("Goal ratios (issue 5)")
+        fig.suptitle("UMCG make bench. " + TCG_NOTE, fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.savefig(path, dpi=100)
+        return True
+
+
+def natural(s):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cpus", default="?")
+    ap.add_argument("--mode", default="TCG")
+    ap.add_argument("results", nargs="+", help="LABEL=FILE")
+    args = ap.parse_args()
+    data = parse(args.results)
+    if not any(data.values()):
+        sys.exit("bench-report: no measurements")
+    r = Report(data)
+    r.compute()
+    os.makedirs(args.out, exist_ok=True)
+    md = r.markdown(args.cpus, args.mode)
+    with open(os.path.join(args.out, "report.md"), "w") as f:
+        f.write(md)
+    r.write_csv(os.path.join(args.out, "results.csv"), os.path.join(args.out, "ratios.csv"))
+    plotted = r.plot(os.path.join(args.out, "bench.png"))
+    print(md)
+    print(f"bench-report: wrote {args.out}/report.md, results.csv, ratios.csv"
+          + (", bench.png" if plotted else ""))
+
+
+if __name__ == "__main__":
+    main()
