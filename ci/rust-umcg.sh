@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The rust-umcg workspace: host checks, and the guest tests.
+#
+# Usage: ci/rust-umcg.sh check LOGDIR
+#          cargo fmt --check, clippy -D warnings, cargo test, cargo doc; writes
+#          "passed failed skipped" of the host tests to LOGDIR/rust-total.txt.
+#        ci/rust-umcg.sh bench OUT
+#          builds umcg-runtime-bench static (for make bench) at OUT.
+#        ci/rust-umcg.sh guest KSELFTEST_DIR
+#          builds the guest tests static and installs them as the "rust-umcg"
+#          collection of KSELFTEST_DIR (so the guest's runner and the verdict
+#          treat them like the kernel's selftests).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=ci/common.sh
+. "$top/ci/common.sh"
+ws=$top/rust-umcg
+target=x86_64-unknown-linux-gnu
+# The machine's own toolchain (rustup), not the kernel's pinned one.
+export PATH=$HOME/.cargo/bin:$PATH
+
+case "${1:-}" in
+check)
+	logdir=$2
+	mkdir -p "$logdir"
+	log=$logdir/rust-tests.log
+	cd "$ws"
+	step "rust-umcg: fmt, clippy, tests, docs"
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	rc=0
+	cargo test --workspace --quiet > "$log" 2>&1 || rc=$?
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+	passed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) p += $(i - 1)} END {print p + 0}' "$log")
+	failed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^failed;?$/) f += $(i - 1)} END {print f + 0}' "$log")
+	[ "$rc" = 0 ] || [ "$failed" -gt 0 ] || failed=1
+	echo "$passed $failed 0" > "$logdir/rust-total.txt"
+	echo "host: rust-umcg tests: $passed passed, $failed failed"
+	[ "$rc" = 0 ] || { cat "$log" >&2; exit 1; }
+	;;
+guest)
+	kst=$2
+	[ -f "$kst/kselftest-list.txt" ] || die "no $kst/kselftest-list.txt: build the selftests first"
+	step "rust-umcg: guest tests (static)"
+	(cd "$ws" && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --quiet --release --target "$target" -p umcg-guest-tests)
+	dest=$kst/rust-umcg
+	rm -rf "$dest"
+	mkdir -p "$dest"
+	tests=(umcg-protocol-tests umcg-runtime-tests)
+	for t in "${tests[@]}"; do
+		cp "$ws/target/$target/release/$t" "$dest/"
+	done
+	# Each binary runs its tests in child processes with their own timeouts.
+	echo "timeout=600" > "$dest/settings"
+	sed -i '/^rust-umcg:/d' "$kst/kselftest-list.txt"
+	printf 'rust-umcg:%s\n' "${tests[@]}" >> "$kst/kselftest-list.txt"
+	;;
+bench)
+	out=$2
+	step "rust-umcg: runtime benchmark (static)"
+	(cd "$ws" && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --quiet --release --target "$target" -p umcg-bench)
+	[ -x "$out" ] || die "no $out after the build"
+	;;
+*)
+	die "usage: $0 check LOGDIR | guest KSELFTEST_DIR | bench OUT"
+	;;
+esac

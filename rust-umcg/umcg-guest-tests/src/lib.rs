@@ -1,0 +1,142 @@
+//! A small KTAP test harness for tests that need a UMCG kernel.
+//!
+//! Each test runs in a child process (the binary re-executed with `--run NAME`), so that a
+//! test that hangs or crashes costs only itself: the parent kills it after a timeout and
+//! reports `not ok`. The output is KTAP, like the kernel's selftests, with each child's own
+//! output as `#` diagnostic lines.
+//!
+//! Exit status: 0 if every test passed or was skipped, 1 otherwise, 4 (kselftest's "skip")
+//! when the kernel has no UMCG.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A test: `Ok` passes, `Err` fails with a reason.
+pub type TestFn = fn() -> Result<(), String>;
+
+/// Fails the test with a formatted message unless the condition holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("{}:{}: {}", file!(), line!(), format!($($fmt)+)));
+        }
+    };
+}
+
+/// Turns any error into a failure with context.
+pub trait Context<T> {
+    /// The value, or a failure saying what was being done.
+    fn ctx(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Debug> Context<T> for Result<T, E> {
+    fn ctx(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e:?}"))
+    }
+}
+
+/// Runs the tests named on the command line (all if none) and exits.
+pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--run" {
+        let Some((_, f)) = tests.iter().find(|(n, _)| *n == args[2]) else {
+            eprintln!("no test {}", args[2]);
+            std::process::exit(2);
+        };
+        match f() {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                println!("FAILED: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let chosen: Vec<&(&str, TestFn)> = if args.len() > 1 {
+        tests
+            .iter()
+            .filter(|(n, _)| args[1..].iter().any(|a| a == n))
+            .collect()
+    } else {
+        tests.iter().collect()
+    };
+    println!("TAP version 13");
+    if !umcg::is_supported() {
+        println!("1..0 # SKIP {suite}: the kernel has no UMCG");
+        std::process::exit(4);
+    }
+    println!("1..{}", chosen.len());
+    let mut failed = 0;
+    for (i, (name, _)) in chosen.iter().enumerate() {
+        let n = i + 1;
+        let start = Instant::now();
+        let (ok, why, out) = run_child(name, timeout);
+        for line in out.lines() {
+            println!("# {line}");
+        }
+        let ms = start.elapsed().as_millis();
+        if ok {
+            println!("ok {n} {suite}.{name} # {ms} ms");
+        } else {
+            failed += 1;
+            println!("not ok {n} {suite}.{name} # {why}");
+        }
+    }
+    println!(
+        "# {suite}: {} passed, {failed} failed",
+        chosen.len() - failed
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 })
+}
+
+fn run_child(name: &str, timeout: Duration) -> (bool, String, String) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return (false, format!("current_exe: {e}"), String::new()),
+    };
+    let mut child = match Command::new(exe)
+        .args(["--run", name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return (false, format!("spawn: {e}"), String::new()),
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut text = out.join().unwrap_or_default();
+    text.push_str(&err.join().unwrap_or_default());
+    match status {
+        None => (
+            false,
+            format!("TIMEOUT after {} s", timeout.as_secs()),
+            text,
+        ),
+        Some(st) if st.success() => (true, String::new(), text),
+        Some(st) => (false, format!("{st}"), text),
+    }
+}

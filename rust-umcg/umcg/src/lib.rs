@@ -1,0 +1,79 @@
+//! Safe Rust bindings to Linux's User Managed Concurrency Groups (UMCG).
+//!
+//! UMCG lets a process run its own M:N scheduler: *worker* threads run only when a *server*
+//! thread hands them its CPU; when a worker blocks in the kernel its server gets the CPU back
+//! at once, and when it wakes the kernel queues it on an *idle-worker list* and wakes an idle
+//! server. See the kernel's `Documentation/userspace-api/umcg.rst` for the protocol.
+//!
+//! This crate has two layers:
+//!
+//! - [`sys`]: the ABI as it is: `struct umcg_task`, the constants, and the two system calls.
+//! - The safe layer: a [`Group`] (the idle-worker list and the idle-server slot that a set of
+//!   workers share), [`Server`] and [`Worker`] registrations that unregister when dropped, and
+//!   the protocol's sequences as methods: [`Server::run`], [`Worker::yield_now`],
+//!   [`Worker::switch_to`], [`Server::wake_worker`], [`WorkerRef::preempt`],
+//!   [`Server::switch_to`] and [`Server::wake`] between servers, [`Group::park`] as the idle
+//!   server.
+//!
+//! The safe layer takes care of the protocol's traps: a server that wakes to find its worker
+//! IDLE cannot tell from the state alone whether it yielded or blocked and was queued already
+//! (the library marks a yield in the state word's user bits, so [`Event::Yielded`] and
+//! [`Event::Blocked`] are told apart), and a preempted worker is queued by the kernel, so
+//! [`Event::Preempted`] hands out no [`Runnable`]: each worker has at most one `Runnable` at a
+//! time, which is what it takes to run it, so it cannot be queued twice.
+//!
+//! The library uses bits 24-31 of each `state` word (the user bits) itself.
+//!
+//! # Example
+//!
+//! One server runs one worker, which blocks in `nanosleep()` on the way:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use umcg::{Event, Group, Server};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let group: Group<&'static str> = Group::new();
+//! let server = Server::register()?;
+//! let g = group.clone();
+//! let worker = std::thread::spawn(move || {
+//!     let me = g.register_worker("sleeper").unwrap(); // returns once a server runs it
+//!     std::thread::sleep(Duration::from_millis(10)); // blocks: the server runs again
+//!     drop(me); // unregisters, handing the CPU back
+//! });
+//! let mut done = false;
+//! while !done {
+//!     group.park(&server, Some(Duration::from_secs(1)))?; // as the idle server
+//!     for w in group.take_idle() {
+//!         match server.run(&group, w)? {
+//!             Event::Exited(_) => done = true,
+//!             Event::Blocked(w) => println!("{} blocked", w.data()),
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//! }
+//! worker.join().unwrap();
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod sys;
+
+mod group;
+mod idle;
+mod server;
+mod state;
+mod word;
+mod worker;
+
+pub use group::Group;
+pub use idle::simulate_kernel_push;
+pub use server::{Event, Server, ServerRef};
+pub use state::{State, TaskState};
+pub use word::{TaskCell, TaskWord};
+pub use worker::{install_preemption_handler, Runnable, Worker, WorkerRef};
+
+/// Whether the running kernel implements UMCG (see [`sys::is_supported`]).
+pub fn is_supported() -> bool {
+    sys::is_supported()
+}

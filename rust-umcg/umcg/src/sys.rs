@@ -1,0 +1,180 @@
+//! The raw ABI: `struct umcg_task`, the constants of `<linux/umcg.h>` and the two system calls.
+//!
+//! Everything here mirrors the kernel header one to one, so that code written against the C
+//! header translates directly. The functions are thin: they return the kernel's answer as an
+//! [`io::Result`] and check nothing themselves. Prefer the safe layer in the crate root.
+//!
+//! A kernel built without `CONFIG_UMCG` (or one that predates it) answers `ENOSYS`; the wrappers
+//! turn that into an error of kind [`io::ErrorKind::Unsupported`], see [`is_supported`].
+
+use std::io;
+
+/// System call number of `umcg_ctl()` on x86_64.
+#[cfg(target_arch = "x86_64")]
+pub const SYS_UMCG_CTL: libc::c_long = 463;
+/// System call number of `umcg_wait()` on x86_64.
+#[cfg(target_arch = "x86_64")]
+pub const SYS_UMCG_WAIT: libc::c_long = 464;
+
+/// Not a UMCG task.
+pub const UMCG_TASK_NONE: u32 = 0;
+/// May run (servers and workers).
+pub const UMCG_TASK_RUNNING: u32 = 1;
+/// Parked until made RUNNING.
+pub const UMCG_TASK_IDLE: u32 = 2;
+/// A worker blocked in the kernel.
+pub const UMCG_TASK_BLOCKED: u32 = 3;
+/// Bits 0-7 of `state`: the task state.
+pub const UMCG_TASK_STATE_MASK: u32 = 0xff;
+
+/// User space is in the middle of a transition of this task: no block or wake detection.
+pub const UMCG_TF_LOCKED: u32 = 1 << 8;
+/// User space asks the kernel to take the CPU away from this RUNNING worker.
+pub const UMCG_TF_PREEMPTED: u32 = 1 << 9;
+/// Bits 8-15 of `state`: the flags.
+pub const UMCG_TF_MASK: u32 = 0xff00;
+/// Bits 16-23 of `state`: reserved, must be zero.
+pub const UMCG_RESERVED_MASK: u32 = 0x00ff_0000;
+/// Bits 24-31 of `state`: free for user space; the kernel preserves them.
+pub const UMCG_USER_MASK: u32 = 0xff00_0000;
+/// The shift of the user bits.
+pub const UMCG_USER_SHIFT: u32 = 24;
+
+/// `umcg_ctl()`: register the calling thread.
+pub const UMCG_CTL_REGISTER: u32 = 0x00001;
+/// `umcg_ctl()`: unregister the calling thread.
+pub const UMCG_CTL_UNREGISTER: u32 = 0x00002;
+/// `umcg_ctl()`, with [`UMCG_CTL_REGISTER`]: register as a worker, not a server.
+pub const UMCG_CTL_WORKER: u32 = 0x10000;
+
+/// `umcg_wait()`: wake `next_tid` and return, do not sleep.
+pub const UMCG_WAIT_WAKE_ONLY: u32 = 1;
+/// `umcg_wait()`, with [`UMCG_WAIT_WAKE_ONLY`]: wake it on this CPU.
+pub const UMCG_WAIT_WF_CURRENT_CPU: u32 = 2;
+
+/// The value a worker's `idle_workers_ptr` holds while the kernel pushes it on the idle list.
+pub const UMCG_IDLE_NODE_PENDING: u64 = 1;
+
+/// `struct umcg_task`: the user-memory state of one UMCG task, one cache line.
+///
+/// The kernel reads and writes only the four fields; the rest of the line is padding. The
+/// safe layer never hands out `&mut` to a registered task: it uses atomics of the same layout
+/// (see [`crate::TaskWord`]).
+#[repr(C, align(64))]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct umcg_task {
+    /// State (bits 0-7), flags (8-15), reserved (16-23), user bits (24-31).
+    pub state: u32,
+    /// The task `umcg_wait()` wakes or switches to; a RUNNING worker's server.
+    pub next_tid: u32,
+    /// A worker's idle-list head; while on the list, the link to the next node.
+    pub idle_workers_ptr: u64,
+    /// A worker's pointer to the `u32` holding an idle server's TID.
+    pub idle_server_tid_ptr: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<umcg_task>() == 64);
+const _: () = assert!(std::mem::align_of::<umcg_task>() == 64);
+const _: () = assert!(std::mem::offset_of!(umcg_task, next_tid) == 4);
+const _: () = assert!(std::mem::offset_of!(umcg_task, idle_workers_ptr) == 8);
+const _: () = assert!(std::mem::offset_of!(umcg_task, idle_server_tid_ptr) == 16);
+
+fn result(ret: libc::c_long) -> io::Result<()> {
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOSYS) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel does not support UMCG (CONFIG_UMCG=n or an older kernel)",
+        ));
+    }
+    Err(err)
+}
+
+/// `umcg_ctl(flags, self)`.
+///
+/// # Safety
+///
+/// With [`UMCG_CTL_REGISTER`], `task` must stay valid and must not move until the calling
+/// thread unregisters or exits: the kernel keeps its address and writes to it at any time.
+pub unsafe fn umcg_ctl(flags: u32, task: *mut umcg_task) -> io::Result<()> {
+    // SAFETY: the system call only reads and writes `task` as the caller promised.
+    result(unsafe { libc::syscall(SYS_UMCG_CTL, flags, task) })
+}
+
+/// `umcg_wait(flags, abs_timeout)`.
+///
+/// `abs_timeout` is absolute `CLOCK_REALTIME` in nanoseconds, 0 for none.
+///
+/// This is safe to call: it acts only on the calling thread's registered task, which the
+/// registration made the kernel's to access, and on the task its `next_tid` names.
+pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
+    // SAFETY: the system call takes no pointers.
+    result(unsafe { libc::syscall(SYS_UMCG_WAIT, flags, abs_timeout) })
+}
+
+/// Whether the running kernel implements UMCG.
+///
+/// Asks with an unregister of the calling thread that carries a non-NULL `self` (an error
+/// on every UMCG kernel, which leaves any registration alone): `EINVAL` means UMCG is there,
+/// `ENOSYS` that it is not.
+pub fn is_supported() -> bool {
+    let mut probe = umcg_task::default();
+    // SAFETY: an unregister never keeps the pointer; with a non-NULL one it fails with EINVAL.
+    match unsafe { umcg_ctl(UMCG_CTL_UNREGISTER, &mut probe) } {
+        Err(e) => e.kind() != io::ErrorKind::Unsupported,
+        Ok(()) => true,
+    }
+}
+
+/// The calling thread's TID.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid() has no preconditions and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u32::try_from(tid).expect("TIDs are positive")
+}
+
+/// Sends `signal` to the thread `tid` of this process (`tgkill()`).
+pub fn tgkill(tid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: no pointers; the kernel checks the arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, signal) };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Absolute `CLOCK_REALTIME` nanoseconds `after` from now, for `umcg_wait()`'s timeout.
+pub fn realtime_deadline(after: std::time::Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from((now + after).as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without UMCG (the usual build host) the wrappers say `Unsupported`; with it, an
+    /// unregistered thread gets `EINVAL`. Either way, no crash.
+    #[test]
+    fn errors_are_precise() {
+        let e = umcg_wait(0, 0).expect_err("not registered");
+        if is_supported() {
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        } else {
+            assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        }
+    }
+
+    #[test]
+    fn deadline_is_in_the_future() {
+        let now = realtime_deadline(std::time::Duration::ZERO);
+        let later = realtime_deadline(std::time::Duration::from_secs(1));
+        assert!(later >= now + 999_000_000);
+    }
+}

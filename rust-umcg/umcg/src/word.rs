@@ -1,0 +1,148 @@
+//! `struct umcg_task` as atomics, and the cache line that holds one.
+
+use crate::state::{State, TaskState};
+use crate::sys;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+
+/// The four fields of `struct umcg_task`, as atomics: the kernel and other threads change them
+/// while we look.
+///
+/// Only the start of a [`TaskCell`]; never created on its own.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct TaskWord {
+    state: AtomicU32,
+    next_tid: AtomicU32,
+    idle_workers_ptr: AtomicU64,
+    idle_server_tid_ptr: AtomicU64,
+}
+
+const _: () = assert!(std::mem::offset_of!(TaskWord, state) == 0);
+const _: () = assert!(std::mem::offset_of!(TaskWord, next_tid) == 4);
+const _: () = assert!(std::mem::offset_of!(TaskWord, idle_workers_ptr) == 8);
+const _: () = assert!(std::mem::offset_of!(TaskWord, idle_server_tid_ptr) == 16);
+
+impl TaskWord {
+    /// The current `state`.
+    pub fn state(&self) -> State {
+        State::from_raw(self.state.load(SeqCst))
+    }
+
+    /// Compare-and-exchange of `state`; on failure, the value found.
+    pub fn cas(&self, old: State, new: State) -> Result<(), State> {
+        self.state
+            .compare_exchange(old.raw(), new.raw(), SeqCst, SeqCst)
+            .map(drop)
+            .map_err(State::from_raw)
+    }
+
+    /// Moves `state` from task state `from` (no flags) to `to`, keeping the user bits and
+    /// retrying while only they change. Returns the word found if it was not `from`.
+    pub fn transition(&self, from: TaskState, to: State) -> Result<(), State> {
+        let mut cur = self.state();
+        loop {
+            if cur.with_user_bits(0) != State::new(from) {
+                return Err(cur);
+            }
+            match self.cas(cur, to.with_user_bits(cur.user_bits())) {
+                Ok(()) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Stores `state` (only where no one else may change it).
+    pub(crate) fn store_state(&self, s: State) {
+        self.state.store(s.raw(), SeqCst)
+    }
+
+    /// `next_tid`.
+    pub fn next_tid(&self) -> u32 {
+        self.next_tid.load(SeqCst)
+    }
+
+    pub(crate) fn take_next_tid(&self) -> u32 {
+        self.next_tid.swap(0, SeqCst)
+    }
+
+    pub(crate) fn set_next_tid(&self, tid: u32) {
+        self.next_tid.store(tid, SeqCst)
+    }
+
+    /// The idle-list field: the head's address, or a link while on the list.
+    pub(crate) fn idle_workers_ptr(&self) -> &AtomicU64 {
+        &self.idle_workers_ptr
+    }
+
+    pub(crate) fn set_idle_server_tid_ptr(&self, addr: u64) {
+        self.idle_server_tid_ptr.store(addr, SeqCst)
+    }
+
+    /// The address the kernel is given.
+    pub(crate) fn as_raw(&self) -> *mut sys::umcg_task {
+        (self as *const TaskWord).cast_mut().cast()
+    }
+}
+
+/// One UMCG task's cache line: the kernel's [`TaskWord`], then the thread's TID and the
+/// scheduler's own data `T` (which the kernel never touches).
+///
+/// Worker cells live in an [`Arc`](std::sync::Arc), so that a node found on the idle list can
+/// be turned back into a counted reference.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct TaskCell<T> {
+    word: TaskWord,
+    tid: AtomicU32,
+    /// A server's cell, written by the server that runs this worker.
+    server: std::sync::atomic::AtomicPtr<TaskWord>,
+    data: T,
+}
+
+const _: () = assert!(std::mem::offset_of!(TaskCell<u64>, word) == 0);
+const _: () = assert!(std::mem::align_of::<TaskCell<u8>>() == 64);
+
+impl<T> TaskCell<T> {
+    pub(crate) fn new(state: TaskState, data: T) -> Self {
+        TaskCell {
+            word: TaskWord {
+                state: AtomicU32::new(state.raw()),
+                ..TaskWord::default()
+            },
+            tid: AtomicU32::new(0),
+            server: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            data,
+        }
+    }
+
+    /// The kernel-visible fields.
+    pub fn word(&self) -> &TaskWord {
+        &self.word
+    }
+
+    /// The TID of the thread that registered this cell (0 before registration).
+    pub fn tid(&self) -> u32 {
+        self.tid.load(SeqCst)
+    }
+
+    pub(crate) fn set_tid(&self, tid: u32) {
+        self.tid.store(tid, SeqCst)
+    }
+
+    /// The scheduler's data.
+    pub fn data(&self) -> &T {
+        &self.data
+    }
+
+    pub(crate) fn server(&self) -> *mut TaskWord {
+        self.server.load(SeqCst)
+    }
+
+    pub(crate) fn set_server(&self, server: *const TaskWord) {
+        self.server.store(server.cast_mut(), SeqCst)
+    }
+
+    /// The byte offset of the idle-list field in the cell: a list node's address minus this is
+    /// the cell's address.
+    pub(crate) const NODE_OFFSET: usize = std::mem::offset_of!(TaskCell<T>, word) + 8;
+}

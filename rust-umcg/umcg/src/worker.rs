@@ -1,0 +1,269 @@
+//! Workers: the threads that servers run.
+
+use crate::group::{mark, Group};
+use crate::state::{State, TaskState};
+use crate::sys;
+use crate::word::{TaskCell, TaskWord};
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// The calling thread, registered as a UMCG worker of a [`Group`] (see
+/// [`Group::register_worker`]); it unregisters when dropped, handing its server the CPU back.
+///
+/// Not `Send`: a registration belongs to the thread that made it. While the guard lives, the
+/// thread runs only when a server runs it; when it blocks in the kernel, its server gets the
+/// CPU back.
+#[derive(Debug)]
+pub struct Worker<T> {
+    _group: Group<T>,
+    cell: Arc<TaskCell<T>>,
+    _thread_bound: PhantomData<*const ()>,
+}
+
+/// A shared handle on a worker: to look at its state and data, or to preempt it.
+#[derive(Debug)]
+pub struct WorkerRef<T> {
+    cell: Arc<TaskCell<T>>,
+}
+
+impl<T> Clone for WorkerRef<T> {
+    fn clone(&self) -> Self {
+        WorkerRef {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+/// The right to run an IDLE worker: from [`Group::take_idle`], [`Event::Yielded`] or
+/// [`Worker::switch_to`]. Exactly one exists for each worker that waits to be run, so a worker
+/// cannot be queued twice.
+///
+/// [`Event::Yielded`]: crate::Event::Yielded
+#[derive(Debug)]
+pub struct Runnable<T> {
+    worker: WorkerRef<T>,
+}
+
+impl<T> Runnable<T> {
+    pub(crate) fn new(worker: WorkerRef<T>) -> Self {
+        Runnable { worker }
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &WorkerRef<T> {
+        &self.worker
+    }
+
+    pub(crate) fn into_worker(self) -> WorkerRef<T> {
+        self.worker
+    }
+}
+
+impl<T> WorkerRef<T> {
+    pub(crate) fn from_cell(cell: Arc<TaskCell<T>>) -> Self {
+        WorkerRef { cell }
+    }
+
+    pub(crate) fn cell(&self) -> &TaskCell<T> {
+        &self.cell
+    }
+
+    pub(crate) fn word(&self) -> &TaskWord {
+        self.cell.word()
+    }
+
+    /// Its TID.
+    pub fn tid(&self) -> u32 {
+        self.cell.tid()
+    }
+
+    /// Its current state.
+    pub fn state(&self) -> State {
+        self.cell.word().state()
+    }
+
+    /// The scheduler data it was registered with.
+    pub fn data(&self) -> &T {
+        self.cell.data()
+    }
+
+    /// Whether both handles name the same worker.
+    pub fn same(&self, other: &WorkerRef<T>) -> bool {
+        Arc::ptr_eq(&self.cell, &other.cell)
+    }
+
+    /// Asks the kernel to take the CPU away from this worker if it is RUNNING: sets
+    /// `UMCG_TF_PREEMPTED` and sends it `signal`, which must have a handler (any, see
+    /// [`install_preemption_handler`]). Its server is woken with [`Event::Preempted`] and the
+    /// worker comes back through the idle list.
+    ///
+    /// Returns `Ok(false)` if the worker was not RUNNING (or was LOCKED or already preempted).
+    ///
+    /// [`Event::Preempted`]: crate::Event::Preempted
+    pub fn preempt(&self, signal: libc::c_int) -> io::Result<bool> {
+        let running = State::new(TaskState::Running);
+        let cur = self.state();
+        if cur.with_user_bits(0) != running {
+            return Ok(false);
+        }
+        if self.word().cas(cur, cur.with_preempted(true)).is_err() {
+            return Ok(false);
+        }
+        sys::tgkill(self.tid(), signal)?;
+        Ok(true)
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for `signal` (with `SA_RESTART`), so that
+/// [`WorkerRef::preempt`] can use it. Preemption needs a signal that is delivered: one whose
+/// disposition is "ignore" would be dropped before the worker sees it.
+pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (it does nothing).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(signal, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+impl<T> Worker<T> {
+    pub(crate) fn new(group: Group<T>, cell: Arc<TaskCell<T>>) -> Self {
+        Worker {
+            _group: group,
+            cell,
+            _thread_bound: PhantomData,
+        }
+    }
+
+    /// Its TID.
+    pub fn tid(&self) -> u32 {
+        self.cell.tid()
+    }
+
+    /// The data it was registered with.
+    pub fn data(&self) -> &T {
+        self.cell.data()
+    }
+
+    /// A shared handle on this worker.
+    pub fn handle(&self) -> WorkerRef<T> {
+        WorkerRef::from_cell(self.cell.clone())
+    }
+
+    /// The server that runs it now (its `next_tid`).
+    pub fn server_tid(&self) -> u32 {
+        self.cell.word().next_tid()
+    }
+
+    /// RUNNING (maybe with PREEMPTED set, which is dropped) to IDLE|LOCKED with `why` in the
+    /// user bits. Only the worker itself leaves RUNNING this way.
+    fn leave_running(&self, why: u8) -> io::Result<()> {
+        let word = self.cell.word();
+        let mut cur = word.state();
+        loop {
+            if cur.task_state() != TaskState::Running || cur.locked() {
+                return Err(io::Error::other(format!(
+                    "worker {} is {cur:?}, not RUNNING",
+                    self.tid()
+                )));
+            }
+            let idle = State::new(TaskState::Idle)
+                .with_locked(true)
+                .with_user_bits(why);
+            match word.cas(cur, idle) {
+                Ok(()) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The server that runs it, made RUNNING again.
+    fn release_server(&self) {
+        let server = self.cell.server();
+        if server.is_null() {
+            return;
+        }
+        // SAFETY: the server that ran this worker set the pointer to its own cell and waits
+        // in `Server::run()` (which holds the cell) until this worker is no longer RUNNING.
+        let server = unsafe { &*server };
+        let _ = server.transition(TaskState::Idle, State::new(TaskState::Running));
+    }
+
+    /// Gives the CPU back to its server and waits until a server runs it again. The server
+    /// gets an [`Event::Yielded`](crate::Event::Yielded) with the right to run it.
+    pub fn yield_now(&self) -> io::Result<()> {
+        self.leave_running(mark::YIELDED)?;
+        self.release_server();
+        // The kernel unlocks it, switches to next_tid (the server) and parks it.
+        sys::umcg_wait(0, 0)
+    }
+
+    /// Hands the CPU straight to the IDLE worker `target`, which takes over this worker's
+    /// server, and waits until a server runs this worker again.
+    ///
+    /// `park` receives this worker's [`Runnable`] before the switch: put it where a server
+    /// will find it (a server that picks it up before the switch is complete waits for it).
+    pub fn switch_to(&self, target: Runnable<T>, park: impl FnOnce(Runnable<T>)) -> io::Result<()> {
+        let t = target.into_worker();
+        let locked = State::new(TaskState::Running).with_locked(true);
+        let mut cur = t.state();
+        loop {
+            if cur.task_state() != TaskState::Idle || cur.locked() {
+                return Err(io::Error::other(format!(
+                    "worker {} is {cur:?}, not IDLE",
+                    t.tid()
+                )));
+            }
+            match t.word().cas(cur, locked) {
+                Ok(()) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if let Err(e) = self.leave_running(mark::SWITCHED) {
+            t.word().store_state(State::new(TaskState::Idle));
+            return Err(e);
+        }
+        let server_tid = self.cell.word().next_tid();
+        let server = self.cell.server();
+        t.cell().set_server(server);
+        t.word().set_next_tid(server_tid);
+        if !server.is_null() {
+            // SAFETY: as in `release_server()`: the server waits in `Server::run()`.
+            unsafe { &*server }.set_next_tid(t.tid());
+        }
+        self.cell.word().set_next_tid(t.tid());
+        let _ = t.word().cas(locked, State::new(TaskState::Running));
+        park(Runnable::new(self.handle()));
+        sys::umcg_wait(0, 0)
+    }
+}
+
+impl<T> Drop for Worker<T> {
+    fn drop(&mut self) {
+        // Hand the CPU back (IDLE|LOCKED: no wake detection on the way out), then unregister.
+        if self.leave_running(mark::EXITING).is_ok() {
+            let server = self.cell.server();
+            if !server.is_null() {
+                // SAFETY: as in `release_server()`.
+                let server = unsafe { &*server };
+                if server
+                    .transition(TaskState::Idle, State::new(TaskState::Running))
+                    .is_ok()
+                {
+                    let _ = sys::umcg_wait(sys::UMCG_WAIT_WAKE_ONLY, 0);
+                }
+            }
+        }
+        // SAFETY: unregistering passes no pointer.
+        let _ = unsafe { sys::umcg_ctl(sys::UMCG_CTL_UNREGISTER, std::ptr::null_mut()) };
+        // The server that handles the exit forgets it (it may still need to look it up).
+    }
+}
