@@ -7,24 +7,29 @@
 //! queues its worker and the runtime runs it again. Worker threads are reused for new tasks.
 //!
 //! ```no_run
-//! use std::io::Read;
+//! use std::io::{Read, Write};
+//! use std::sync::Arc;
 //!
-//! let rt = umcg_runtime::Builder::new().servers(2).build().unwrap();
-//! let tasks: Vec<_> = (0..1000u32)
-//!     .map(|i| {
+//! let rt = umcg_runtime::Builder::new().servers(2).build()?;
+//! let (reader, mut writer) = std::io::pipe()?;
+//! let reader = Arc::new(reader);
+//! let tasks: Vec<_> = (0..1000)
+//!     .map(|_| {
+//!         let r = reader.clone();
+//!         // Each task blocks in read(): its server runs the next task meanwhile.
 //!         rt.spawn(move || {
-//!             let (mut r, mut w) = std::io::pipe().unwrap();
-//!             let writer = std::thread::spawn(move || std::io::Write::write_all(&mut w, &i.to_le_bytes()));
-//!             let mut buf = [0u8; 4];
-//!             r.read_exact(&mut buf).unwrap(); // blocks: the server runs another task
-//!             writer.join().unwrap().unwrap();
-//!             u32::from_le_bytes(buf)
+//!             let mut b = [0u8; 4];
+//!             (&*r).read_exact(&mut b).map(|()| u32::from_le_bytes(b))
 //!         })
 //!     })
 //!     .collect();
-//! let sum: u32 = tasks.into_iter().map(|t| t.join().unwrap()).sum();
+//! for i in 0..1000u32 {
+//!     writer.write_all(&i.to_le_bytes())?;
+//! }
+//! let sum: u32 = tasks.into_iter().map(|t| t.join().unwrap().unwrap()).sum();
 //! assert_eq!(sum, (0..1000).sum());
 //! rt.shutdown();
+//! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! # Design

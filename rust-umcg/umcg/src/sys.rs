@@ -4,8 +4,10 @@
 //! header translates directly. The functions are thin: they return the kernel's answer as an
 //! [`io::Result`] and check nothing themselves. Prefer the safe layer in the crate root.
 //!
-//! A kernel built without `CONFIG_UMCG` (or one that predates it) answers `ENOSYS`; the wrappers
-//! turn that into an error of kind [`io::ErrorKind::Unsupported`], see [`is_supported`].
+//! The syscall numbers are this patch series' own (the RFC's are taken upstream), and mainline
+//! 6.13 and later use them for `setxattrat()`/`getxattrat()`. So the wrappers first check, once,
+//! that the kernel really is a UMCG one ([`is_supported`]), and otherwise fail with an error of
+//! kind [`io::ErrorKind::Unsupported`] without making the call.
 
 use std::io;
 
@@ -79,16 +81,20 @@ const _: () = assert!(std::mem::offset_of!(umcg_task, next_tid) == 4);
 const _: () = assert!(std::mem::offset_of!(umcg_task, idle_workers_ptr) == 8);
 const _: () = assert!(std::mem::offset_of!(umcg_task, idle_server_tid_ptr) == 16);
 
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "this kernel does not support UMCG (CONFIG_UMCG=n, or another kernel's syscall numbers)",
+    )
+}
+
 fn result(ret: libc::c_long) -> io::Result<()> {
     if ret == 0 {
         return Ok(());
     }
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::ENOSYS) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this kernel does not support UMCG (CONFIG_UMCG=n or an older kernel)",
-        ));
+        return Err(unsupported());
     }
     Err(err)
 }
@@ -100,6 +106,9 @@ fn result(ret: libc::c_long) -> io::Result<()> {
 /// With [`UMCG_CTL_REGISTER`], `task` must stay valid and must not move until the calling
 /// thread unregisters or exits: the kernel keeps its address and writes to it at any time.
 pub unsafe fn umcg_ctl(flags: u32, task: *mut umcg_task) -> io::Result<()> {
+    if !is_supported() {
+        return Err(unsupported());
+    }
     // SAFETY: the system call only reads and writes `task` as the caller promised.
     result(unsafe { libc::syscall(SYS_UMCG_CTL, flags, task) })
 }
@@ -111,22 +120,26 @@ pub unsafe fn umcg_ctl(flags: u32, task: *mut umcg_task) -> io::Result<()> {
 /// This is safe to call: it acts only on the calling thread's registered task, which the
 /// registration made the kernel's to access, and on the task its `next_tid` names.
 pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
+    if !is_supported() {
+        return Err(unsupported());
+    }
     // SAFETY: the system call takes no pointers.
     result(unsafe { libc::syscall(SYS_UMCG_WAIT, flags, abs_timeout) })
 }
 
-/// Whether the running kernel implements UMCG.
+/// Whether the running kernel implements UMCG. Asked once, then remembered.
 ///
-/// Asks with an unregister of the calling thread that carries a non-NULL `self` (an error
-/// on every UMCG kernel, which leaves any registration alone): `EINVAL` means UMCG is there,
-/// `ENOSYS` that it is not.
+/// The probe is `umcg_wait()` with an unknown flag: a UMCG kernel rejects it with `EINVAL`
+/// before anything else. A kernel without the syscall says `ENOSYS`; one that has another
+/// system call at that number (`getxattrat()` on 6.13 and later, which only reads) fails
+/// differently on these arguments.
 pub fn is_supported() -> bool {
-    let mut probe = umcg_task::default();
-    // SAFETY: an unregister never keeps the pointer; with a non-NULL one it fails with EINVAL.
-    match unsafe { umcg_ctl(UMCG_CTL_UNREGISTER, &mut probe) } {
-        Err(e) => e.kind() != io::ErrorKind::Unsupported,
-        Ok(()) => true,
-    }
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: no pointers: both arguments are plain values (a NULL path for getxattrat()).
+        let ret = unsafe { libc::syscall(SYS_UMCG_WAIT, 1u32 << 31, 0u64) };
+        ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    })
 }
 
 /// The calling thread's TID.
