@@ -10,6 +10,7 @@
 #   make image     build the guest image (selftests, demo, overlay)
 #   make test-debug  make test on a debug kernel (lockdep, atomic-sleep checks, ...)
 #   make check-ci  the host-side tests of the test machinery only
+#   make rust-check  the rust-umcg workspace on the host (fmt, clippy, tests, docs)
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
 #   make check-series   build the kernel at every patch (slow)
 #   make bench     benchmarks in the guest, with and without the handoff
@@ -45,6 +46,7 @@ BENCH_BIN    := $(BUILD)/umcg-bench
 BENCH_INITRD := $(BUILD)/bench.cpio
 RUNTIME_BENCH ?= $(TOP)/rust-umcg/target/x86_64-unknown-linux-gnu/release/umcg-runtime-bench
 
+.PHONY: rust-guest rust-check rust-bench
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
 	run test check-ci check-patches check-series clean distclean bench bench-bin
 
@@ -78,7 +80,18 @@ demo: kernel
 	@mkdir -p $(BUILD)
 	gcc -O2 -Wall -Werror -static -isystem $(KOUT)/usr/include demo/umcg-demo.c -o $(DEMO)
 
-image: selftests demo
+# The rust-umcg guest tests join the selftests as the "rust-umcg" collection.
+rust-guest: selftests
+	@ci/rust-umcg.sh guest $(KSELFTEST)
+
+# The rust-umcg workspace on the host: fmt, clippy, unit tests, docs.
+rust-check:
+	@ci/rust-umcg.sh check $(LOGDIR)
+
+rust-bench:
+	@ci/rust-umcg.sh bench $(RUNTIME_BENCH)
+
+image: selftests rust-guest demo
 	@ci/image.sh $(INITRD) $(KSELFTEST) $(DEMO):/usr/bin/umcg-demo
 
 run: image
@@ -88,7 +101,7 @@ bench-bin: kernel
 	@mkdir -p $(BUILD)
 	gcc -O2 -Wall -Wextra -Werror -static -isystem $(KOUT)/usr/include bench/umcg-bench.c -o $(BENCH_BIN) -lpthread
 
-bench: bench-bin selftests
+bench: bench-bin selftests rust-bench
 	@ci/image.sh $(BENCH_INITRD) $(KSELFTEST) $(BENCH_BIN):/usr/bin/umcg-bench \
 		$$([ -x "$(RUNTIME_BENCH)" ] && echo "$(RUNTIME_BENCH):/usr/bin/umcg-runtime-bench")
 	@CONFIGS="$(CONFIGS)" ci/bench.sh $(BENCH_OUT) $(BENCH_INITRD) $(CPUS) $(BZIMAGE)
@@ -106,11 +119,11 @@ check-patches: linux
 		scripts/checkpatch.pl --strict --quiet --no-summary "$$p" || true; \
 	done; rm -f .checkpatch-camelcase.*
 
-test: check-ci image
+test: check-ci rust-check image
 	@rc=0; ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 
-test-debug: check-ci image kernel-debug
+test-debug: check-ci rust-check image kernel-debug
 	@rc=0; ci/test.sh $(DEBUG_KOUT)/arch/x86/boot/bzImage $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 

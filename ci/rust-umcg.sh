@@ -43,13 +43,18 @@ guest)
 	[ -f "$kst/kselftest-list.txt" ] || die "no $kst/kselftest-list.txt: build the selftests first"
 	step "rust-umcg: guest tests (static)"
 	(cd "$ws" && RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --quiet --release --target "$target" -p umcg-guest-tests)
+		cargo build --quiet --release --target "$target" -p umcg-guest-tests \
+		-p umcg -p umcg-runtime --bins --examples)
 	dest=$kst/rust-umcg
 	rm -rf "$dest"
 	mkdir -p "$dest"
 	tests=(umcg-protocol-tests umcg-runtime-tests)
 	for t in "${tests[@]}"; do
 		cp "$ws/target/$target/release/$t" "$dest/"
+	done
+	# The examples, which umcg-runtime-tests runs.
+	for e in simple_scheduler thousand_reads echo_server; do
+		cp "$ws/target/$target/release/examples/$e" "$dest/"
 	done
 	# Each binary runs its tests in child processes with their own timeouts.
 	echo "timeout=600" > "$dest/settings"

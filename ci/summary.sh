@@ -4,7 +4,7 @@
 set -uo pipefail
 logdir=$1
 p=0 f=0 s=0
-for part in host guest; do
+for part in host rust guest; do
 	file=$logdir/$part-total.txt
 	if [ -f "$file" ]; then
 		read -r a b c < "$file"

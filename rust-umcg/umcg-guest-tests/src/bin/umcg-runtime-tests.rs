@@ -266,6 +266,44 @@ fn lifo_policy() -> Result<(), String> {
     Ok(())
 }
 
+/// Runs one of the workspace's examples, installed next to this binary.
+fn run_example(name: &str, args: &[&str], expect: &str) -> Result<(), String> {
+    let exe = std::env::current_exe().ctx("current_exe")?;
+    let path = exe.with_file_name(name);
+    let out = std::process::Command::new(&path)
+        .args(args)
+        .output()
+        .ctx(name)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    check!(out.status.success(), "{name}: {}", out.status);
+    check!(stdout.contains(expect), "{name} did not print {expect:?}");
+    Ok(())
+}
+
+/// The README's program completes: 1000 blocking reads on 2 servers.
+fn readme_example() -> Result<(), String> {
+    run_example(
+        "thousand_reads",
+        &[],
+        "1000 tasks did a blocking read on 2 servers",
+    )
+}
+
+/// The hand-written scheduler on the protocol layer runs its 8 workers to the end.
+fn simple_scheduler_example() -> Result<(), String> {
+    run_example("simple_scheduler", &[], "all 8 workers done")
+}
+
+/// The blocking-I/O echo server serves 20 concurrent clients over loopback.
+fn echo_server_example() -> Result<(), String> {
+    // The guest's init may leave loopback down.
+    let _ = std::process::Command::new("ifconfig")
+        .args(["lo", "127.0.0.1", "up"])
+        .status();
+    run_example("echo_server", &["--self-test", "20"], "20 clients served")
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -286,6 +324,9 @@ fn main() {
             ("preemption_time_slices", preemption_time_slices),
             ("workers_are_reused", workers_are_reused),
             ("lifo_policy", lifo_policy),
+            ("readme_example", readme_example),
+            ("simple_scheduler_example", simple_scheduler_example),
+            ("echo_server_example", echo_server_example),
         ],
         Duration::from_secs(120),
     )
