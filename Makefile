@@ -9,6 +9,8 @@
 #   make kernel    build the kernel (incremental)
 #   make image     build the guest image (selftests, demo, overlay)
 #   make test-debug  make test on a debug kernel (lockdep, atomic-sleep checks, ...)
+#   make regression-baseline  re-record ci/regression-baseline.txt on the
+#                  base kernel (see README.md, Regression suites)
 #   make check-ci  the host-side tests of the test machinery only
 #   make rust-check  the rust-umcg workspace on the host (fmt, clippy, tests, docs)
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
@@ -27,6 +29,12 @@ CONFIGS   ?= configs/umcg.config
 LOGDIR    ?= $(BUILD)/logs
 KSELFTEST ?= $(BUILD)/kselftest
 SELFTEST_TARGETS ?= umcg
+# The regression suites (ci/regression-list.txt) and their baseline, which
+# make regression-baseline records on the base tree in BASE_TREE/BASE_KOUT.
+REGRESSION ?= $(BUILD)/regression
+REGRESSION_BASELINE ?= $(TOP)/ci/regression-baseline.txt
+BASE_TREE ?= $(BUILD)/base-tree
+BASE_KOUT ?= $(BUILD)/kernel-base
 
 # Guest knobs (see README.md): accelerator, vCPUs, memory, timeout.
 export ACCEL   ?= tcg
@@ -46,6 +54,7 @@ BENCH_BIN    := $(BUILD)/umcg-bench
 BENCH_INITRD := $(BUILD)/bench.cpio
 RUNTIME_BENCH ?= $(TOP)/rust-umcg/target/x86_64-unknown-linux-gnu/release/umcg-runtime-bench
 
+.PHONY: regression regression-baseline
 .PHONY: rust-guest rust-check rust-bench
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
 	run test check-ci check-patches check-series clean distclean bench bench-bin
@@ -80,6 +89,9 @@ demo: kernel
 	@mkdir -p $(BUILD)
 	gcc -O2 -Wall -Werror -static -isystem $(KOUT)/usr/include demo/umcg-demo.c -o $(DEMO)
 
+regression: kernel
+	@ci/regression.sh linux $(KOUT) $(REGRESSION)
+
 # The rust-umcg guest tests join the selftests as the "rust-umcg" collection.
 rust-guest: selftests
 	@ci/rust-umcg.sh guest $(KSELFTEST)
@@ -91,8 +103,8 @@ rust-check:
 rust-bench:
 	@ci/rust-umcg.sh bench $(RUNTIME_BENCH)
 
-image: selftests rust-guest demo
-	@ci/image.sh $(INITRD) $(KSELFTEST) $(DEMO):/usr/bin/umcg-demo
+image: selftests rust-guest regression demo
+	@ci/image.sh $(INITRD) $(KSELFTEST) $(DEMO):/usr/bin/umcg-demo $(REGRESSION):/usr/lib/regression
 
 run: image
 	@ci/qemu.sh demo $(CPUS) $(LOGDIR) $(BZIMAGE) $(INITRD)
@@ -126,6 +138,11 @@ test: check-ci rust-check image
 test-debug: check-ci rust-check image kernel-debug
 	@rc=0; ci/test.sh $(DEBUG_KOUT)/arch/x86/boot/bzImage $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
+
+# Not part of make test: the baseline is committed.
+regression-baseline: linux-for-build
+	@ci/regression-baseline.sh $(BASE_TREE) $(BASE_KOUT) $(BUILD)/regression-base \
+		$(BUILD)/logs-base $(REGRESSION_BASELINE) $(TEST_CPUS)
 
 clean:
 	rm -rf $(BUILD)

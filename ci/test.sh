@@ -3,6 +3,8 @@
 # each run with ci/verdict.py, and print the totals.
 #
 # Usage: ci/test.sh KERNEL INITRD KSELFTEST_DIR LOGDIR CPUS...
+# Environment: REGRESSION_BASELINE, when set, also runs the regression
+#   suites in the guest and compares them with that baseline file.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=ci/common.sh
@@ -16,6 +18,11 @@ summary=$logdir/summary.txt
 rm -f "$logdir/guest-total.txt"
 
 failed_runs=0
+regression=${REGRESSION_BASELINE:-}
+if [ -n "$regression" ]; then
+	[ -f "$regression" ] || die "no regression baseline $regression: run 'make regression-baseline'"
+	export APPEND="${APPEND:-} umcg_regression=1"
+fi
 for cpus in "$@"; do
 	rc=0
 	"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kernel" "$initrd" || rc=$?
@@ -26,6 +33,12 @@ for cpus in "$@"; do
 		--cpus "$cpus" --label "guest ($cpus vCPUs)" --summary "$summary" "${extra[@]}"; then
 		failed_runs=$((failed_runs + 1))
 		echo "guest ($cpus vCPUs): logs: ${logdir#"$top"/}/console-$cpus.log, ${logdir#"$top"/}/results-$cpus.log" >&2
+	fi
+	if [ -n "$regression" ] && ! python3 "$top/ci/regression-verdict.py" \
+		--results "$logdir/results-$cpus.log" --baseline "$regression" \
+		--list "$top/ci/regression-list.txt" --label "regression ($cpus vCPUs)" --summary "$summary"; then
+		failed_runs=$((failed_runs + 1))
+		echo "regression ($cpus vCPUs): the regression suites differ from ${regression#"$top"/}; log: ${logdir#"$top"/}/results-$cpus.log" >&2
 	fi
 done
 
