@@ -58,6 +58,7 @@ mod sync;
 pub use policy::{Fifo, Lifo, Policy, Task};
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -94,6 +95,8 @@ pub(crate) struct Slot {
     free: AtomicBool,
     /// Told to leave (shutdown).
     exit: AtomicBool,
+    /// Counted in `Shared::blocked`: it blocked and has not been queued again yet.
+    blocked: AtomicBool,
 }
 
 impl std::fmt::Debug for Slot {
@@ -109,7 +112,18 @@ impl std::fmt::Debug for Slot {
 /// The scheduler state that only servers (and the reactor) touch.
 struct Sched {
     queue: Box<dyn Policy>,
+    /// New tasks that wait for a worker thread, oldest first.
+    pending: VecDeque<(u64, Job)>,
+    /// Worker threads without a task.
     free: Vec<Runnable<Slot>>,
+}
+
+/// What a server does next.
+enum Next {
+    /// Run this worker (resumed, or free and given a task, or told to leave).
+    Run(Runnable<Slot>),
+    /// Start a worker thread for this new task.
+    Start(u64, Job),
 }
 
 struct Shared {
@@ -126,6 +140,10 @@ struct Shared {
     shutdown: AtomicBool,
     finished: AtomicBool,
     workers_alive: AtomicUsize,
+    /// Workers that blocked and have not come back yet.
+    blocked: AtomicUsize,
+    /// At most this many workers that are not blocked: more would only wait for a server.
+    max_unblocked: usize,
     servers_left: AtomicUsize,
     reactor: OnceLock<ServerRef>,
     reactor_done: AtomicBool,
@@ -160,6 +178,25 @@ impl Shared {
         self.work.notify_one();
     }
 
+    /// A task for a worker that comes back from the idle list.
+    fn resume(&self, r: Runnable<Slot>) -> Task {
+        let d = r.worker().data();
+        if d.blocked.swap(false, SeqCst) {
+            self.blocked.fetch_sub(1, SeqCst);
+        }
+        Task {
+            id: d.task.load(SeqCst),
+            kind: TaskKind::Resume(r),
+        }
+    }
+
+    /// Whether a new worker thread may start: not while enough workers that are not blocked
+    /// exist, since they will take the task as soon as they are free.
+    fn may_start_worker(&self) -> bool {
+        let alive = self.workers_alive.load(SeqCst);
+        alive.saturating_sub(self.blocked.load(SeqCst)) < self.max_unblocked
+    }
+
     fn task_done(&self) {
         if self.live.fetch_sub(1, SeqCst) == 1 {
             self.done.notify_all();
@@ -167,36 +204,69 @@ impl Shared {
         }
     }
 
-    /// The next task for a server; `None` once the runtime has shut down.
-    fn next_task(&self) -> Option<Task> {
+    /// What a server does next; `None` once the runtime has shut down.
+    fn next(&self) -> Option<Next> {
         loop {
             let ticket = self.work.prepare();
-            {
-                let mut s = lock(&self.sched);
-                self.injector.take_all(|t| s.queue.push(t));
-                if let Some(t) = s.queue.pop() {
-                    self.work.cancel();
-                    return Some(t);
-                }
-                if self.shutdown.load(SeqCst) && self.live.load(SeqCst) == 0 {
-                    if let Some(r) = s.free.pop() {
-                        r.worker().data().exit.store(true, SeqCst);
-                        self.work.cancel();
-                        return Some(Task {
-                            id: 0,
-                            kind: TaskKind::Resume(r),
-                        });
-                    }
-                    if self.workers_alive.load(SeqCst) == 0 {
-                        self.work.cancel();
-                        self.finished.store(true, SeqCst);
-                        self.work.notify_all();
-                        return None;
-                    }
-                }
+            if let Some(next) = self.pick() {
+                self.work.cancel();
+                return next;
             }
             self.work.wait(ticket, None);
         }
+    }
+
+    /// Gives the oldest pending new task (or `new`, if none is pending) a free worker or a new
+    /// worker thread if it may; otherwise leaves it pending.
+    fn place_new(&self, s: &mut Sched, new: Option<(u64, Job)>) -> Option<Next> {
+        if let Some(n) = new {
+            s.pending.push_back(n);
+        }
+        if let Some(r) = s.free.pop() {
+            let (id, job) = s.pending.pop_front().expect("a pending task");
+            *lock(&r.worker().data().job) = Some((id, job));
+            return Some(Next::Run(r));
+        }
+        if self.may_start_worker() {
+            let (id, job) = s.pending.pop_front().expect("a pending task");
+            return Some(Next::Start(id, job));
+        }
+        None
+    }
+
+    /// `Some(next)` if there is something to do now (or `Some(None)`: the runtime is done).
+    fn pick(&self) -> Option<Option<Next>> {
+        let mut s = lock(&self.sched);
+        self.injector.take_all(|t| s.queue.push(t));
+        // New tasks that no worker could take wait in `pending`, oldest first, until a worker
+        // is free or blocks; then they go before the policy's queue.
+        if !s.pending.is_empty() {
+            if let Some(next) = self.place_new(&mut s, None) {
+                return Some(Some(next));
+            }
+        }
+        while let Some(t) = s.queue.pop() {
+            match t.kind {
+                TaskKind::Resume(r) => return Some(Some(Next::Run(r))),
+                TaskKind::New(job) => {
+                    if let Some(next) = self.place_new(&mut s, Some((t.id, job))) {
+                        return Some(Some(next));
+                    }
+                }
+            }
+        }
+        if self.shutdown.load(SeqCst) && self.live.load(SeqCst) == 0 {
+            if let Some(r) = s.free.pop() {
+                r.worker().data().exit.store(true, SeqCst);
+                return Some(Some(Next::Run(r)));
+            }
+            if self.workers_alive.load(SeqCst) == 0 {
+                self.finished.store(true, SeqCst);
+                self.work.notify_all();
+                return Some(None);
+            }
+        }
+        None
     }
 
     fn run(&self, server: &Server, idx: usize, r: Runnable<Slot>) {
@@ -224,7 +294,11 @@ impl Shared {
                 }
             }
             // Back through the idle list and the reactor.
-            Ok(Event::Blocked(_)) => {}
+            Ok(Event::Blocked(w)) => {
+                if !w.data().blocked.swap(true, SeqCst) {
+                    self.blocked.fetch_add(1, SeqCst);
+                }
+            }
             // Preempted in user space, it is on the idle list already, and the kernel woke
             // only this server: queue it here.
             Ok(Event::Preempted(_)) => {
@@ -232,11 +306,8 @@ impl Shared {
                 if !woken.is_empty() {
                     let mut s = lock(&self.sched);
                     for r in woken {
-                        let id = r.worker().data().task.load(SeqCst);
-                        s.queue.push(Task {
-                            id,
-                            kind: TaskKind::Resume(r),
-                        });
+                        let t = self.resume(r);
+                        s.queue.push(t);
                     }
                 }
             }
@@ -314,20 +385,11 @@ fn server_main(shared: Arc<Shared>, idx: usize, ready: mpsc::Sender<io::Result<(
             return;
         }
     };
-    while let Some(task) = shared.next_task() {
-        match task.kind {
-            TaskKind::New(job) => {
-                let free = lock(&shared.sched).free.pop();
-                match free {
-                    Some(r) => {
-                        *lock(&r.worker().data().job) = Some((task.id, job));
-                        shared.run(&server, idx, r);
-                    }
-                    // It comes back through the idle list once registered.
-                    None => shared.start_worker(task.id, job),
-                }
-            }
-            TaskKind::Resume(r) => shared.run(&server, idx, r),
+    while let Some(next) = shared.next() {
+        match next {
+            Next::Run(r) => shared.run(&server, idx, r),
+            // It comes back through the idle list once registered.
+            Next::Start(id, job) => shared.start_worker(id, job),
         }
     }
     if shared.servers_left.fetch_sub(1, SeqCst) == 1 {
@@ -359,11 +421,8 @@ fn reactor_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
             {
                 let mut s = lock(&shared.sched);
                 for r in woken.drain(..) {
-                    let id = r.worker().data().task.load(SeqCst);
-                    s.queue.push(Task {
-                        id,
-                        kind: TaskKind::Resume(r),
-                    });
+                    let t = shared.resume(r);
+                    s.queue.push(t);
                 }
             }
             if n == 1 {
@@ -486,6 +545,7 @@ impl Builder {
             group: Group::new(),
             sched: Mutex::new(Sched {
                 queue: self.policy,
+                pending: VecDeque::new(),
                 free: Vec::new(),
             }),
             injector: Injector::new(),
@@ -496,6 +556,8 @@ impl Builder {
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             workers_alive: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+            max_unblocked: 2 * self.servers,
             servers_left: AtomicUsize::new(self.servers),
             reactor: OnceLock::new(),
             reactor_done: AtomicBool::new(false),

@@ -227,15 +227,6 @@ impl<T> Group<T> {
     pub fn idle_server(&self) -> u32 {
         self.inner.slot.load(SeqCst)
     }
-
-    /// Takes the idle server out of the slot, if there is one, and returns its TID: the caller
-    /// may then wake it ([`Server::wake_tid`]).
-    pub fn take_idle_server(&self) -> Option<u32> {
-        match self.inner.slot.swap(0, SeqCst) {
-            0 => None,
-            tid => Some(tid),
-        }
-    }
 }
 
 #[cfg(test)]

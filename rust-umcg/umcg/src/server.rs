@@ -260,8 +260,8 @@ impl Server {
         self.wake_tid(target.tid()).map(|()| true)
     }
 
-    /// Wakes the UMCG task `tid` (which someone made RUNNING), on this CPU.
-    pub fn wake_tid(&self, tid: u32) -> io::Result<()> {
+    /// Wakes the UMCG task `tid` (which the caller made RUNNING), on this CPU.
+    fn wake_tid(&self, tid: u32) -> io::Result<()> {
         self.word().set_next_tid(tid);
         let res = sys::umcg_wait(sys::UMCG_WAIT_WAKE_ONLY | sys::UMCG_WAIT_WF_CURRENT_CPU, 0);
         self.word().set_next_tid(0);

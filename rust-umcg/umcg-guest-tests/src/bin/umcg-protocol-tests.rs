@@ -499,6 +499,43 @@ fn park_times_out() -> Result<(), String> {
     Ok(())
 }
 
+/// A server parked as the group's idle server is woken by another server, and leaves the
+/// slot empty.
+fn parked_idle_server_is_woken() -> Result<(), String> {
+    let group: Group<()> = Group::new();
+    let g = group.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = thread::spawn(move || -> Result<bool, String> {
+        let s = Server::register().ctx("parked server")?;
+        tx.send(s.handle()).map_err(|_| "send")?;
+        g.park(&s, Some(Duration::from_secs(10))).ctx("park")
+    });
+    let parked = rx.recv().map_err(|_| "no handle")?;
+    let waker = Server::register().ctx("waker")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while group.idle_server() != parked.tid() || parked.state().task_state() != TaskState::Idle {
+        check!(Instant::now() < deadline, "never parked");
+        thread::yield_now();
+    }
+    check!(
+        waker.wake(&parked).ctx("wake")?,
+        "parked server was not IDLE"
+    );
+    check!(
+        t.join().map_err(|_| "parked server panicked")??,
+        "park reported a timeout"
+    );
+    check!(
+        group.idle_server() == 0,
+        "slot still holds {}",
+        group.idle_server()
+    );
+    let mut buf = Vec::new();
+    group.take_idle_into(&mut buf);
+    check!(buf.is_empty(), "workers in an empty group");
+    Ok(())
+}
+
 fn many_workers_two_servers() -> Result<(), String> {
     const WORKERS: usize = 40;
     let group: Group<usize> = Group::new();
@@ -601,6 +638,7 @@ fn main() {
             ("server_switch_ping_pong", server_switch_ping_pong),
             ("server_wake_only_idle", server_wake_only_idle),
             ("park_times_out", park_times_out),
+            ("parked_idle_server_is_woken", parked_idle_server_is_woken),
             ("many_workers_two_servers", many_workers_two_servers),
             (
                 "unregistered_worker_thread_can_register_again",
