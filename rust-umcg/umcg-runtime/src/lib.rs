@@ -456,6 +456,19 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
 }
 
 /// Configures and starts a [`Runtime`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use umcg_runtime::{Builder, Lifo};
+///
+/// let rt = Builder::new()
+///     .servers(4)
+///     .preemption(Duration::from_millis(10))
+///     .policy(Lifo::default())
+///     .stack_size(128 << 10)
+///     .build()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Builder {
     servers: usize,
     preemption: Option<(Duration, libc::c_int)>,
@@ -664,11 +677,29 @@ impl Handle {
 
 impl Runtime {
     /// A runtime with the default settings ([`Builder::new`]).
+    ///
+    /// ```no_run
+    /// let rt = umcg_runtime::Runtime::new()?;
+    /// let answer = rt.spawn(|| 6 * 7);
+    /// assert_eq!(answer.join().unwrap(), 42);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Runtime> {
         Builder::new().build()
     }
 
-    /// Runs `f` as a new task.
+    /// Runs `f` as a new task. It may block in any system call: only the task waits.
+    ///
+    /// ```no_run
+    /// let rt = umcg_runtime::Builder::new().servers(2).build()?;
+    /// let sleepers: Vec<_> = (0..100)
+    ///     .map(|_| rt.spawn(|| std::thread::sleep(std::time::Duration::from_millis(100))))
+    ///     .collect();
+    /// for s in sleepers {
+    ///     s.join().unwrap(); // about 100 ms in all, not 100 x 100 ms / 2
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -774,6 +805,13 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     /// Waits for the task; `Err` carries the payload of its panic.
+    ///
+    /// ```no_run
+    /// let rt = umcg_runtime::Runtime::new()?;
+    /// let bad = rt.spawn(|| -> u32 { panic!("oops") });
+    /// assert!(bad.join().is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn join(self) -> thread::Result<T> {
         let mut r = lock(&self.inner.result);
         loop {

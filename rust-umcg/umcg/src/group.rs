@@ -92,6 +92,16 @@ impl<T> Group<T> {
     ///
     /// Errors: [`io::ErrorKind::Unsupported`] without UMCG in the kernel, `EINVAL` if the thread
     /// is registered already.
+    ///
+    /// ```no_run
+    /// let group: umcg::Group<String> = umcg::Group::new();
+    /// let g = group.clone();
+    /// std::thread::spawn(move || {
+    ///     let me = g.register_worker("worker one".to_string()).unwrap();
+    ///     // Runs only when a server runs it; blocking here gives the server its CPU back.
+    ///     println!("{} on server {}", me.data(), me.server_tid());
+    /// });
+    /// ```
     pub fn register_worker(&self, data: T) -> io::Result<Worker<T>> {
         let cell = Arc::new(TaskCell::new(TaskState::Blocked, data));
         let tid = sys::gettid();

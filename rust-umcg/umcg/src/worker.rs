@@ -100,6 +100,17 @@ impl<T> WorkerRef<T> {
     ///
     /// Returns `Ok(false)` if the worker was not RUNNING (or was LOCKED or already preempted).
     ///
+    /// ```no_run
+    /// # fn f(w: umcg::WorkerRef<()>) -> std::io::Result<()> {
+    /// let signal = libc::SIGRTMIN() + 1;
+    /// umcg::install_preemption_handler(signal)?;
+    /// if w.preempt(signal)? {
+    ///     // Its server wakes with Event::Preempted; the worker returns through the idle list.
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// [`Event::Preempted`]: crate::Event::Preempted
     pub fn preempt(&self, signal: libc::c_int) -> io::Result<bool> {
         let running = State::new(TaskState::Running);
@@ -199,6 +210,15 @@ impl<T> Worker<T> {
 
     /// Gives the CPU back to its server and waits until a server runs it again. The server
     /// gets an [`Event::Yielded`](crate::Event::Yielded) with the right to run it.
+    ///
+    /// ```no_run
+    /// # let group: umcg::Group<()> = umcg::Group::new();
+    /// let me = group.register_worker(())?;
+    /// for _ in 0..3 {
+    ///     me.yield_now()?; // the server decides who runs next
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn yield_now(&self) -> io::Result<()> {
         self.leave_running(mark::YIELDED)?;
         self.release_server();
