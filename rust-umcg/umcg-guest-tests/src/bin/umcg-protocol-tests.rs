@@ -60,6 +60,25 @@ fn serve<T>(group: &Group<T>, server: &Server, exits: usize) -> Result<Seen, Str
     Ok(seen)
 }
 
+/// Parks `server` as the idle server until the kernel queues workers, and takes them.
+fn queued<T>(
+    group: &Group<T>,
+    server: &Server,
+    deadline: Instant,
+    what: &str,
+) -> Result<Vec<Runnable<T>>, String> {
+    loop {
+        let got = group.take_idle();
+        if !got.is_empty() {
+            return Ok(got);
+        }
+        check!(Instant::now() < deadline, "{what}");
+        group
+            .park(server, Some(Duration::from_millis(100)))
+            .ctx("park")?;
+    }
+}
+
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
@@ -246,13 +265,7 @@ fn worker_to_worker_switch() -> Result<(), String> {
     });
     let mut ready = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ready.is_empty() {
-        check!(Instant::now() < deadline, "w2 never queued");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        ready.extend(group.take_idle());
-    }
+    ready.extend(queued(&group, &server, deadline, "w2 never queued")?);
     *handoff.lock().unwrap() = Some(ready.remove(0));
     let t1 = thread::spawn(move || {
         let w = g1.register_worker(1).expect("register w1");
@@ -261,13 +274,7 @@ fn worker_to_worker_switch() -> Result<(), String> {
             .expect("switch");
         // Back: run again by the server after W2 exited.
     });
-    while ready.is_empty() {
-        check!(Instant::now() < deadline, "w1 never queued");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        ready.extend(group.take_idle());
-    }
+    ready.extend(queued(&group, &server, deadline, "w1 never queued")?);
     let ev = server.run(&group, ready.remove(0)).ctx("run w1")?;
     // W1 switched to W2, W2 exited: the server hears about W2.
     match ev {
@@ -301,24 +308,17 @@ fn wake_worker_requeues_it() -> Result<(), String> {
     let t = thread::spawn(move || drop(g.register_worker(()).expect("register worker")));
     let mut ready = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ready.is_empty() {
-        check!(Instant::now() < deadline, "worker never queued");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        ready.extend(group.take_idle());
-    }
+    ready.extend(queued(&group, &server, deadline, "worker never queued")?);
     let w = ready.remove(0);
     let tid = w.worker().tid();
     server.wake_worker(w).ctx("wake_worker")?;
     // It has no server: the kernel queues it again.
-    while ready.is_empty() {
-        check!(Instant::now() < deadline, "woken worker never queued again");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        ready.extend(group.take_idle());
-    }
+    ready.extend(queued(
+        &group,
+        &server,
+        deadline,
+        "woken worker never queued again",
+    )?);
     check!(ready[0].worker().tid() == tid, "another worker queued");
     let ev = server.run(&group, ready.remove(0)).ctx("run")?;
     check!(matches!(ev, Event::Exited(_)), "got {ev:?}");
@@ -342,13 +342,7 @@ fn preempt_a_spinning_worker() -> Result<(), String> {
     });
     let mut ready = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ready.is_empty() {
-        check!(Instant::now() < deadline, "worker never queued");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        ready.extend(group.take_idle());
-    }
+    ready.extend(queued(&group, &server, deadline, "worker never queued")?);
     let r = ready.remove(0);
     check!(group.take_idle().is_empty(), "queued twice");
     let w = r.worker().clone();
@@ -373,13 +367,12 @@ fn preempt_a_spinning_worker() -> Result<(), String> {
     check!(matches!(ev, Event::Preempted(_)), "got {ev:?}");
     // The kernel queued it: it comes back through the list, exactly once, PREEMPTED set.
     let mut back = Vec::new();
-    while back.is_empty() {
-        check!(Instant::now() < deadline, "preempted worker never queued");
-        group
-            .park(&server, Some(Duration::from_millis(100)))
-            .ctx("park")?;
-        back.extend(group.take_idle());
-    }
+    back.extend(queued(
+        &group,
+        &server,
+        deadline,
+        "preempted worker never queued",
+    )?);
     check!(back.len() == 1, "queued {} times", back.len());
     check!(
         back[0].worker().state().preempted(),
