@@ -11,6 +11,7 @@
 #   make test-debug  make test on a debug kernel (lockdep, atomic-sleep checks, ...)
 #   make regression-baseline  re-record ci/regression-baseline.txt on the
 #                  base kernel (see README.md, Regression suites)
+#   make fuzz      the UMCG fuzzer alone, long (FUZZ_OPS operations), in the guest
 #   make check-ci  the host-side tests of the test machinery only
 #   make rust-check  the rust-umcg workspace on the host (fmt, clippy, tests, docs)
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
@@ -54,6 +55,17 @@ BENCH_BIN    := $(BUILD)/umcg-bench
 BENCH_INITRD := $(BUILD)/bench.cpio
 RUNTIME_BENCH ?= $(TOP)/rust-umcg/target/x86_64-unknown-linux-gnu/release/umcg-runtime-bench
 
+# make fuzz: the budget (operations and seconds, whichever runs out first,
+# 0: no limit), the seed (0: a new one), vCPUs, and the boot's time limit.
+FUZZ_OPS     ?= 1000000
+FUZZ_TIME    ?= 0
+FUZZ_SEED    ?= 0
+FUZZ_CPUS    ?= 2
+FUZZ_TIMEOUT ?= 5400
+# make test-debug: KASAN, lockdep and kmemleak under TCG are slow.
+DEBUG_TIMEOUT ?= 2400
+
+.PHONY: fuzz
 .PHONY: regression regression-baseline
 .PHONY: rust-guest rust-check rust-bench
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
@@ -136,8 +148,12 @@ test: check-ci rust-check image
 	ci/summary.sh $(LOGDIR); exit $$rc
 
 test-debug: check-ci rust-check image kernel-debug
-	@rc=0; ci/test.sh $(DEBUG_KOUT)/arch/x86/boot/bzImage $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
+	@rc=0; TIMEOUT=$(DEBUG_TIMEOUT) ci/test.sh $(DEBUG_KOUT)/arch/x86/boot/bzImage $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
+
+fuzz: image
+	@TIMEOUT=$(FUZZ_TIMEOUT) ci/fuzz.sh $(BZIMAGE) $(INITRD) $(BUILD)/logs-fuzz $(FUZZ_CPUS) \
+		$(FUZZ_OPS) $(FUZZ_TIME) $(FUZZ_SEED)
 
 # Not part of make test: the baseline is committed.
 regression-baseline: linux-for-build
