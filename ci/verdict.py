@@ -53,6 +53,11 @@ SPLATS = [
     )
 ]
 
+# A user-space fault that the kernel turned into a signal, reported by
+# show_unhandled_signals ("traps: prog[pid] general protection fault ip:...
+# in prog[...]"): the test's own business, not a kernel splat.
+USER_FAULT = re.compile(r"^traps: \S+\[\d+\] general protection fault ip:\S+ sp:\S+ error:\S+ in ")
+
 KTAP_RESULT = re.compile(r"^(not ok|ok)\s+(\d+)\s*(?:-\s*)?([^#]*?)\s*(?:#\s*(.*))?$")
 KTAP_PLAN = re.compile(r"^1\.\.(\d+)")
 KTAP_VERSION = re.compile(r"^(?:K?TAP) version \d+")
@@ -167,6 +172,8 @@ def find_splats(console_lines):
         if not m:
             continue
         text = line[m.end():]
+        if USER_FAULT.match(text):
+            continue
         if any(p.search(text) for p in SPLATS):
             found.append(f"console line {n}: {text.strip()}")
     return found

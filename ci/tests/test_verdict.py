@@ -81,6 +81,13 @@ class Verdict(unittest.TestCase):
             t = verdict.judge(console, log("pass.results.log"), EXPECT, 2)
             self.assertTrue(t.problems, text)
 
+    def test_user_space_fault_is_not_a_splat(self):
+        line = ("[   69.188538] traps: fsgsbase_restor[316] general protection fault "
+                "ip:40255f sp:7ffd668d7e70 error:802 in fsgsbase_restore_64[255f,401000+7d000]\n")
+        self.assertEqual(verdict.find_splats([line]), [])
+        kernel = "[    2.000000] general protection fault, probably for non-canonical address 0xdead: 0000 [#1]\n"
+        self.assertEqual(len(verdict.find_splats([line, kernel])), 1)
+
     def test_splat_words_in_test_output_do_not_count(self):
         self.assertEqual(verdict.find_splats(log("pass.console.log")), [])
 
