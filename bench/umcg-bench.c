@@ -48,7 +48,7 @@
 /* How long a server waits for something that must happen. */
 #define DEADLINE_NS	(20 * NSEC)
 
-static int rounds = 15;
+static int rounds = 5;
 static long iters = 2000;
 static long block_iters = 200;
 static int max_workers = 1000;

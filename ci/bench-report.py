@@ -257,7 +257,9 @@ class Report:
         except ImportError:
             print("bench-report: matplotlib is missing: no plot", file=sys.stderr)
             return False
-        switch = [m for m in self.all_metrics() if m.startswith("switch/")]
+        order = [YIELD, FUTEX_PINNED, FUTEX_FREE, "switch/pipe_pinned", PIPE_FREE]
+        switch = [m for m in order if m in self.all_metrics()]
+        switch += [m for m in self.all_metrics() if m.startswith("switch/") and m not in switch]
         extra = [m for m in (BLOCK, WAKE) if any(m in self.stats[l] for l in self.labels)]
         metrics = switch + extra
         goals = [r for r in self.ratios if r[0] == "goal"]

@@ -90,7 +90,7 @@ for boot in $(seq 1 "$boots"); do
 		name=${k%%=*}
 		logdir=$out/logs/$name-$boot
 		APPEND="${APPEND:-} umcg_bench=${BENCH_ARGS:-}" QEMU_EXTRA="$qemu_extra" \
-			"$top/ci/qemu.sh" bench "$cpus" "$logdir" "${k#*=}" "$initrd" < /dev/null ||
+			"$top/ci/qemu.sh" bench "$cpus" "$logdir" "${k#*=}" "$initrd" < /dev/null > /dev/null ||
 			die "the $name guest failed (boot $boot): see ${logdir#"$top"/}/console-$cpus.log"
 		results=$logdir/results-$cpus.log
 		if grep -a '^# error' "$results" >&2 || ! grep -aq '^# umcg-guest: done' "$results"; then
