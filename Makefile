@@ -144,7 +144,7 @@ check-patches: linux
 	done; rm -f .checkpatch-camelcase.*
 
 test: check-ci rust-check image
-	@rc=0; ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
+	@rc=0; REGRESSION_BASELINE=$(REGRESSION_BASELINE) ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 
 test-debug: check-ci rust-check image kernel-debug
