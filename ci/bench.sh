@@ -58,7 +58,8 @@ if [ "$ref" != none ]; then
 	# A worktree of linux/, kept between runs so that its build stays
 	# incremental; re-created when linux/ itself was re-created.
 	if ! git -C "$tree" rev-parse --git-dir > /dev/null 2>&1 ||
-		[ "$(realpath "$(git -C "$tree" rev-parse --git-common-dir)")" != "$(realpath "$top/linux/.git")" ]; then
+		[ "$(git -C "$tree" rev-parse --path-format=absolute --git-common-dir)" != \
+			"$("${git[@]}" rev-parse --path-format=absolute --git-common-dir)" ]; then
 		rm -rf "$tree"
 		"${git[@]}" worktree prune
 		mkdir -p "$base"
