@@ -1,0 +1,125 @@
+"""Tests of ci/bench-report.py, the report of `make bench`, on canned results."""
+
+import csv
+import importlib.util
+import os
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+spec = importlib.util.spec_from_file_location("bench_report",
+                                              os.path.join(HERE, "..", "bench-report.py"))
+bench_report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench_report)
+
+# One kernel's guest output: comments, noise and three repetitions per metric.
+HANDOFF = """# umcg-bench: kernel 6.12.117+
+junk line from the console
+bench switch/yield_pinned ns_per_switch 1000.0
+bench switch/yield_pinned ns_per_switch 1100.0
+bench switch/yield_pinned ns_per_switch 900.0
+bench switch/futex_pinned ns_per_switch 2000.0
+bench switch/futex_pinned ns_per_switch 2000.0
+bench switch/futex_pinned ns_per_switch 2000.0
+bench switch/umcg_server_server ns_per_switch 1040.0
+bench switch/umcg_server_server ns_per_switch 1040.0
+bench switch/umcg_server_server ns_per_switch 5000.0
+bench switch/umcg_server_worker_server ns_per_switch 1500.0
+bench block/umcg_block_detection ns 2500.0
+bench scaling/umcg_server_worker/2 ns_per_switch 1500.0
+bench scaling/umcg_server_worker/1000 ns_per_switch 1800.0\r
+bench runtime_mixed/umcg/1000 ns_per_task 100.0
+bench runtime_mixed/threads/1000 ns_per_task 150.0
+bench runtime_mixed/tokio/1000 ns_per_task 300.0
+bench runtime_throughput/umcg/10 tasks_per_s 50.0
+"""
+
+BEFORE = """bench switch/yield_pinned ns_per_switch 1000.0
+bench switch/umcg_server_server ns_per_switch 2080.0
+bench runtime_throughput/umcg/10 tasks_per_s 25.0
+"""
+
+
+class BenchReportTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.files = []
+        for name, text in (("a", HANDOFF), ("b", BEFORE)):
+            path = os.path.join(self.dir.name, name + ".log")
+            with open(path, "w") as f:
+                f.write(text)
+            self.files.append(path)
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def report(self):
+        data = bench_report.parse([f"handoff={self.files[0]}", f"no-handoff={self.files[1]}"])
+        r = bench_report.Report(data)
+        r.compute()
+        return r
+
+    def ratio(self, r, name, label="handoff"):
+        found = [x for x in r.ratios if x[1] == name and x[2] == label]
+        self.assertEqual(1, len(found), name)
+        return found[0]
+
+    def test_medians_ignore_noise(self):
+        r = self.report()
+        self.assertEqual(1000.0, r.median("handoff", "switch/yield_pinned"))
+        # The outlier does not move the median.
+        self.assertEqual(1040.0, r.median("handoff", "switch/umcg_server_server"))
+        self.assertEqual(1800.0, r.median("handoff", "scaling/umcg_server_worker/1000"))
+
+    def test_goals(self):
+        r = self.report()
+        g = self.ratio(r, "server<->server switch / same-CPU sched_yield floor")
+        self.assertAlmostEqual(1.04, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "server<->server switch / same-CPU futex ping-pong")
+        self.assertAlmostEqual(0.52, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "block detection / one server->worker->server switch")
+        self.assertAlmostEqual(2500 / 1500, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "switch with 1000 workers / with 2")
+        self.assertAlmostEqual(1.2, g[3])
+        self.assertFalse(g[5])
+
+    def test_runtime_speedups_for_times(self):
+        r = self.report()
+        g = self.ratio(r, "runtime speedup over threads (1000 tasks)")
+        self.assertAlmostEqual(1.5, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "runtime speedup over tokio (1000 tasks)")
+        self.assertAlmostEqual(3.0, g[3])
+        self.assertTrue(g[5])
+
+    def test_kernel_against_kernel(self):
+        r = self.report()
+        g = self.ratio(r, "switch/umcg_server_server")
+        self.assertEqual("handoff vs no-handoff", g[0])
+        self.assertAlmostEqual(0.5, g[3])
+        self.assertIn("< 1 is faster", g[4])
+        # A rate: higher is better.
+        g = self.ratio(r, "runtime_throughput/umcg/10")
+        self.assertAlmostEqual(2.0, g[3])
+        self.assertIn("> 1 is faster", g[4])
+
+    def test_outputs_say_only_ratios_carry_over(self):
+        r = self.report()
+        md = r.markdown(2, "TCG")
+        self.assertIn("only ratios", md)
+        self.assertIn("**not met**", md)
+        out = os.path.join(self.dir.name, "out")
+        os.makedirs(out)
+        r.write_csv(os.path.join(out, "results.csv"), os.path.join(out, "ratios.csv"))
+        for name in ("results.csv", "ratios.csv"):
+            with open(os.path.join(out, name)) as f:
+                rows = list(csv.reader(f))
+            self.assertIn("only ratios", rows[0][0])
+            self.assertGreater(len(rows), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
