@@ -199,9 +199,9 @@ fn block_then_wake_is_not_a_yield() -> Result<(), String> {
     let g = group.clone();
     let t = thread::spawn(move || {
         let w = g.register_worker(()).expect("register worker");
-        // A short block: likely to be over (worker queued) before the server checks.
+        // Short blocks: likely to be over (worker queued) before the server checks.
         for _ in 0..50 {
-            thread::sleep(Duration::from_micros(1));
+            thread::sleep(Duration::from_micros(20));
         }
         drop(w);
     });
@@ -532,11 +532,13 @@ fn parked_idle_server_is_woken() -> Result<(), String> {
 fn many_workers_two_servers() -> Result<(), String> {
     const WORKERS: usize = 40;
     let group: Group<usize> = Group::new();
+    let handles: Arc<Mutex<Vec<umcg::WorkerRef<usize>>>> = Arc::new(Mutex::new(Vec::new()));
     let mut threads = Vec::new();
     for i in 0..WORKERS {
-        let g = group.clone();
+        let (g, h) = (group.clone(), handles.clone());
         threads.push(thread::spawn(move || {
             let w = g.register_worker(i).expect("register");
+            h.lock().unwrap().push(w.handle());
             for j in 0..3 {
                 if (i + j) % 2 == 0 {
                     thread::sleep(Duration::from_millis(1));
@@ -549,9 +551,16 @@ fn many_workers_two_servers() -> Result<(), String> {
     // Two servers share the group: whoever parks first is the idle server, the other polls.
     let exits = Arc::new(AtomicU32::new(0));
     let shared_ready: Arc<Mutex<Vec<Runnable<usize>>>> = Arc::new(Mutex::new(Vec::new()));
+    let doing: Arc<Vec<Mutex<String>>> =
+        Arc::new((0..2).map(|_| Mutex::new(String::new())).collect());
     let mut servers = Vec::new();
-    for _ in 0..2 {
-        let (g, ex, rq) = (group.clone(), exits.clone(), shared_ready.clone());
+    for n in 0..2 {
+        let (g, ex, rq, doing) = (
+            group.clone(),
+            exits.clone(),
+            shared_ready.clone(),
+            doing.clone(),
+        );
         servers.push(thread::spawn(move || -> Result<(), String> {
             let s = Server::register().ctx("server")?;
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -567,9 +576,11 @@ fn many_workers_two_servers() -> Result<(), String> {
                     }
                 };
                 let Some(w) = next else {
+                    *doing[n].lock().unwrap() = format!("server {} parks", s.tid());
                     g.park(&s, Some(Duration::from_millis(10))).ctx("park")?;
                     continue;
                 };
+                *doing[n].lock().unwrap() = format!("server {} runs {}", s.tid(), w.worker().tid());
                 match s.run(&g, w).ctx("run")? {
                     Event::Yielded(r) => rq.lock().unwrap().push(r),
                     Event::Exited(_) => {
@@ -580,6 +591,25 @@ fn many_workers_two_servers() -> Result<(), String> {
             }
             Ok(())
         }));
+    }
+    // A watchdog: a hang shows who waits for what.
+    let start = Instant::now();
+    while !servers.iter().all(|s| s.is_finished()) {
+        if start.elapsed() > Duration::from_secs(30) {
+            for d in doing.iter() {
+                println!("{}", d.lock().unwrap());
+            }
+            for w in handles.lock().unwrap().iter() {
+                println!("worker {} {:?} next_tid {}", w.tid(), w.state(), w.data());
+            }
+            println!(
+                "idle list {} slot {}",
+                group.has_idle(),
+                group.idle_server()
+            );
+            return Err(format!("hung with {} exits", exits.load(SeqCst)));
+        }
+        thread::sleep(Duration::from_millis(10));
     }
     for s in servers {
         s.join().map_err(|_| "server panicked")??;
