@@ -553,8 +553,11 @@ fn many_workers_two_servers() -> Result<(), String> {
     let shared_ready: Arc<Mutex<Vec<Runnable<usize>>>> = Arc::new(Mutex::new(Vec::new()));
     let doing: Arc<Vec<Mutex<String>>> =
         Arc::new((0..2).map(|_| Mutex::new(String::new())).collect());
+    type ServerSlot = Mutex<Option<umcg::ServerRef>>;
+    let srefs: Arc<Vec<ServerSlot>> = Arc::new((0..2).map(|_| Mutex::new(None)).collect());
     let mut servers = Vec::new();
     for n in 0..2 {
+        let sref = srefs.clone();
         let (g, ex, rq, doing) = (
             group.clone(),
             exits.clone(),
@@ -577,10 +580,12 @@ fn many_workers_two_servers() -> Result<(), String> {
                 };
                 let Some(w) = next else {
                     *doing[n].lock().unwrap() = format!("server {} parks", s.tid());
+                    *sref[n].lock().unwrap() = Some(s.handle());
                     g.park(&s, Some(Duration::from_millis(10))).ctx("park")?;
                     continue;
                 };
                 *doing[n].lock().unwrap() = format!("server {} runs {}", s.tid(), w.worker().tid());
+                *sref[n].lock().unwrap() = Some(s.handle());
                 match s.run(&g, w).ctx("run")? {
                     Event::Yielded(r) => rq.lock().unwrap().push(r),
                     Event::Exited(_) => {
@@ -598,6 +603,11 @@ fn many_workers_two_servers() -> Result<(), String> {
         if start.elapsed() > Duration::from_secs(30) {
             for d in doing.iter() {
                 println!("{}", d.lock().unwrap());
+            }
+            for r in srefs.iter() {
+                if let Some(r) = &*r.lock().unwrap() {
+                    println!("server {} {:?}", r.tid(), r.state());
+                }
             }
             for w in handles.lock().unwrap().iter() {
                 println!("worker {} {:?} next_tid {}", w.tid(), w.state(), w.data());
