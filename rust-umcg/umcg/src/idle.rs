@@ -83,8 +83,8 @@ fn wait_link(link: &AtomicU64) -> u64 {
 /// # Safety
 ///
 /// As for [`take_all`]; `node` must not be on the list already.
-#[doc(hidden)]
-pub unsafe fn simulate_kernel_push(head: &AtomicU64, node: &AtomicU64, pause: impl Fn()) {
+#[cfg(test)]
+pub(crate) unsafe fn simulate_kernel_push(head: &AtomicU64, node: &AtomicU64, pause: impl Fn()) {
     node.store(UMCG_IDLE_NODE_PENDING, SeqCst);
     let old = head.swap(node as *const AtomicU64 as u64, SeqCst);
     pause();

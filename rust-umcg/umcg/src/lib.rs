@@ -67,7 +67,6 @@ mod word;
 mod worker;
 
 pub use group::Group;
-pub use idle::simulate_kernel_push;
 pub use server::{Event, Server, ServerRef};
 pub use state::{State, TaskState};
 pub use word::{TaskCell, TaskWord};

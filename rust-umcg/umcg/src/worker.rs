@@ -196,16 +196,18 @@ impl<T> Worker<T> {
         }
     }
 
-    /// The server that runs it, made RUNNING again.
-    fn release_server(&self) {
+    /// The server that runs it, made RUNNING again. Returns whether this call did it.
+    fn release_server(&self) -> bool {
         let server = self.cell.server();
         if server.is_null() {
-            return;
+            return false;
         }
         // SAFETY: the server that ran this worker set the pointer to its own cell and waits
         // in `Server::run()` (which holds the cell) until this worker is no longer RUNNING.
         let server = unsafe { &*server };
-        let _ = server.transition(TaskState::Idle, State::new(TaskState::Running));
+        server
+            .transition(TaskState::Idle, State::new(TaskState::Running))
+            .is_ok()
     }
 
     /// Gives the CPU back to its server and waits until a server runs it again. The server
@@ -221,7 +223,7 @@ impl<T> Worker<T> {
     /// ```
     pub fn yield_now(&self) -> io::Result<()> {
         self.leave_running(mark::YIELDED)?;
-        self.release_server();
+        let _ = self.release_server();
         // The kernel unlocks it, switches to next_tid (the server) and parks it.
         sys::umcg_wait(0, 0)
     }
@@ -269,18 +271,8 @@ impl<T> Worker<T> {
 impl<T> Drop for Worker<T> {
     fn drop(&mut self) {
         // Hand the CPU back (IDLE|LOCKED: no wake detection on the way out), then unregister.
-        if self.leave_running(mark::EXITING).is_ok() {
-            let server = self.cell.server();
-            if !server.is_null() {
-                // SAFETY: as in `release_server()`.
-                let server = unsafe { &*server };
-                if server
-                    .transition(TaskState::Idle, State::new(TaskState::Running))
-                    .is_ok()
-                {
-                    let _ = sys::umcg_wait(sys::UMCG_WAIT_WAKE_ONLY, 0);
-                }
-            }
+        if self.leave_running(mark::EXITING).is_ok() && self.release_server() {
+            let _ = sys::umcg_wait(sys::UMCG_WAIT_WAKE_ONLY, 0);
         }
         // SAFETY: unregistering passes no pointer.
         let _ = unsafe { sys::umcg_ctl(sys::UMCG_CTL_UNREGISTER, std::ptr::null_mut()) };
