@@ -233,6 +233,7 @@ impl<T> Worker<T> {
     ///
     /// `park` receives this worker's [`Runnable`] before the switch: put it where a server
     /// will find it (a server that picks it up before the switch is complete waits for it).
+    /// If this worker cannot leave RUNNING (an error), `park` gets `target` back instead.
     pub fn switch_to(&self, target: Runnable<T>, park: impl FnOnce(Runnable<T>)) -> io::Result<()> {
         let t = target.into_worker();
         let locked = State::new(TaskState::Running).with_locked(true);
@@ -250,7 +251,10 @@ impl<T> Worker<T> {
             }
         }
         if let Err(e) = self.leave_running(mark::SWITCHED) {
-            t.word().store_state(State::new(TaskState::Idle));
+            // Nobody else changes a RUNNING|LOCKED worker: put it back as it was, and give its
+            // right to run back to the caller, so that it is not lost.
+            t.word().store_state(cur);
+            park(Runnable::new(t));
             return Err(e);
         }
         let server_tid = self.cell.word().next_tid();
