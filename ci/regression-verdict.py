@@ -26,7 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from verdict import parse_ktap  # noqa: E402
+from verdict import parse_ktap, read  # noqa: E402
 
 MARKER = "umcg-guest: regression"
 OUTCOMES = ("ok", "not ok", "skip", "varies")
@@ -135,14 +135,6 @@ def compare(found, base, unstable=()):
         if name not in base and not is_unstable(name, unstable):
             problems.append((name, f"{got}, not in the baseline"))
     return problems
-
-
-def read(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.readlines()
-    except FileNotFoundError:
-        return []
 
 
 def main(argv=None):

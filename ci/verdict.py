@@ -236,6 +236,15 @@ def expected_from_list(path):
     return names
 
 
+def read(path):
+    """The lines of a log, none if it does not exist (the guest never wrote it)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readlines()
+    except FileNotFoundError:
+        return []
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--console", required=True, help="the kernel console log")
@@ -246,13 +255,6 @@ def main(argv=None):
     ap.add_argument("--label", default="guest", help="prefix for the output lines")
     ap.add_argument("--summary", help="append 'passed failed skipped' to this file")
     args = ap.parse_args(argv)
-
-    def read(path):
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return f.readlines()
-        except FileNotFoundError:
-            return []
 
     tally = judge(
         read(args.console),
