@@ -20,8 +20,11 @@ pkgs=(
 	qemu-system-x86 busybox-static python3 rsync file
 )
 
+# Prints nothing (and succeeds) for a package dpkg has never heard of: on a
+# new machine dpkg-query fails for those, which pipefail would turn into an
+# exit of the whole script.
 installed_version() {
-	dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null |
+	{ dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null || true; } |
 		awk '$1 == "ii" { print $2 }'
 }
 
