@@ -68,12 +68,7 @@ fn wait_link(link: &AtomicU64) -> u64 {
         }
         // The pusher is between its exchange and its final store: a few instructions, unless
         // it faulted or was preempted.
-        spins += 1;
-        if spins < 64 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
+        crate::backoff(&mut spins);
     }
 }
 

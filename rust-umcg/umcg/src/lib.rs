@@ -76,3 +76,15 @@ pub use worker::{install_preemption_handler, Runnable, Worker, WorkerRef};
 pub fn is_supported() -> bool {
     sys::is_supported()
 }
+
+/// One round of waiting for another thread to finish a short step (a kernel push between its
+/// exchange and its store, a transition under `UMCG_TF_LOCKED`): spins at first, then yields
+/// the CPU, in case the other thread was preempted in the middle.
+pub(crate) fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}

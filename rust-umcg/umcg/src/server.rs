@@ -51,7 +51,9 @@ pub enum Event<T> {
     /// It yielded: it is IDLE, not on the idle list, and the caller decides when it runs again.
     Yielded(Runnable<T>),
     /// It blocked in the kernel; it comes back through the idle list once it wakes (it may be
-    /// there already).
+    /// there already). By the time this server looks, another server may even have taken it
+    /// from the list and run it: what it did there (a yield, an exit, a preemption) is that
+    /// server's event, and this server reports only that the worker left it in the kernel.
     Blocked(WorkerRef<T>),
     /// It was preempted ([`WorkerRef::preempt`]); it comes back through the idle list. If it
     /// was preempted in user space, the kernel queued it before it woke this server, and did
@@ -74,6 +76,7 @@ impl<T> Event<T> {
 }
 
 /// A worker state as the server sees it when it wakes.
+#[derive(Debug)]
 enum Seen {
     StillRunning,
     Yielded,
@@ -82,7 +85,18 @@ enum Seen {
     Exited,
 }
 
-fn classify(s: State) -> Seen {
+/// What became of the worker that a server ran, from its state `s` and whether it is still
+/// that server's (`mine`: no other server has run it since).
+///
+/// A worker that leaves its server in the kernel (it blocks, or is preempted) comes back
+/// through the idle list; by the time its server looks, another server may have taken it from
+/// there and run it, and it may even have yielded to that server or exited on it. Its state
+/// then says nothing about this server, and a mark in it is another server's: it blocked (or
+/// was preempted) as far as this server is concerned, which is all this server may report.
+fn classify(s: State, mine: bool) -> Seen {
+    if !mine {
+        return Seen::Blocked;
+    }
     match (s.task_state(), s.user_bits()) {
         (TaskState::None, _) | (_, mark::EXITING) => Seen::Exited,
         (TaskState::Running, _) => Seen::StillRunning,
@@ -146,6 +160,24 @@ impl Server {
             .transition(TaskState::Idle, State::new(TaskState::Running));
     }
 
+    /// Looks at `w`, which this server ran, to see what became of it.
+    ///
+    /// RUNNING|LOCKED is a transition in flight: a server (or a worker switching to `w`) is
+    /// handing `w` a CPU and names its server before it unlocks it, so that state is waited
+    /// out. Any state seen after it implies the server pointer set before the unlock.
+    fn look_at<T>(&self, w: &WorkerRef<T>) -> Seen {
+        let mut spins = 0u32;
+        loop {
+            let s = w.word().state();
+            if s.locked() && s.task_state() == TaskState::Running {
+                crate::backoff(&mut spins);
+                continue;
+            }
+            let mine = std::ptr::eq(w.cell().server(), self.word());
+            return classify(s, mine);
+        }
+    }
+
     /// Runs `worker` on this server's CPU until it yields, blocks, is preempted or exits.
     ///
     /// The sequence: the server becomes IDLE, the worker IDLE -> RUNNING|LOCKED, each names
@@ -164,12 +196,7 @@ impl Server {
         loop {
             let cur = w.word().state();
             if cur.locked() && cur.task_state() == TaskState::Idle {
-                spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                crate::backoff(&mut spins);
                 continue;
             }
             if cur.task_state() != TaskState::Idle || cur.locked() {
@@ -210,7 +237,7 @@ impl Server {
                 self.go_running();
                 return Err(e);
             }
-            match classify(current.word().state()) {
+            match self.look_at(&current) {
                 Seen::Yielded => return Ok(Event::Yielded(Runnable::new(current))),
                 Seen::Blocked => return Ok(Event::Blocked(current)),
                 Seen::Preempted => return Ok(Event::Preempted(current)),
@@ -223,8 +250,7 @@ impl Server {
             // Woken while the worker still runs (its preemption or a switch is in flight, or
             // a stray wake-up): sleep again, unless it changed in the meantime.
             self.go_idle()?;
-            if !matches!(classify(current.word().state()), Seen::StillRunning)
-                || self.word().next_tid() != 0
+            if !matches!(self.look_at(&current), Seen::StillRunning) || self.word().next_tid() != 0
             {
                 // umcg_wait() returns at once for a RUNNING caller.
                 self.go_running();
@@ -333,34 +359,74 @@ mod tests {
 
     #[test]
     fn classification() {
+        let mine = |st| classify(st, true);
         assert!(matches!(
-            classify(s(TaskState::Idle, mark::YIELDED)),
+            mine(s(TaskState::Idle, mark::YIELDED)),
             Seen::Yielded
         ));
         assert!(matches!(
-            classify(s(TaskState::Idle, mark::YIELDED).with_locked(true)),
+            mine(s(TaskState::Idle, mark::YIELDED).with_locked(true)),
             Seen::Yielded
         ));
         // The trap: IDLE without the mark is a worker that blocked, woke and was queued.
-        assert!(matches!(classify(s(TaskState::Idle, 0)), Seen::Blocked));
-        assert!(matches!(classify(s(TaskState::Blocked, 0)), Seen::Blocked));
+        assert!(matches!(mine(s(TaskState::Idle, 0)), Seen::Blocked));
+        assert!(matches!(mine(s(TaskState::Blocked, 0)), Seen::Blocked));
         assert!(matches!(
-            classify(s(TaskState::Blocked, 0).with_preempted(true)),
+            mine(s(TaskState::Blocked, 0).with_preempted(true)),
             Seen::Preempted
         ));
         assert!(matches!(
-            classify(s(TaskState::Idle, 0).with_preempted(true)),
+            mine(s(TaskState::Idle, 0).with_preempted(true)),
             Seen::Preempted
         ));
         // A preemption in flight: the kernel has not acted yet.
         assert!(matches!(
-            classify(s(TaskState::Running, 0).with_preempted(true)),
+            mine(s(TaskState::Running, 0).with_preempted(true)),
             Seen::StillRunning
         ));
-        assert!(matches!(classify(s(TaskState::None, 0)), Seen::Exited));
+        assert!(matches!(mine(s(TaskState::None, 0)), Seen::Exited));
         assert!(matches!(
-            classify(s(TaskState::Idle, mark::EXITING).with_locked(true)),
+            mine(s(TaskState::Idle, mark::EXITING).with_locked(true)),
             Seen::Exited
         ));
+        assert!(matches!(
+            mine(s(TaskState::Idle, mark::SWITCHED).with_locked(true)),
+            Seen::StillRunning
+        ));
+    }
+
+    #[test]
+    fn a_worker_that_moved_on_blocked_here() {
+        // It blocked here, came back through the idle list and another server ran it: its
+        // yield, exit, switch or preemption there is not this server's event, and a RUNNING
+        // worker of another server must not keep this one waiting.
+        for st in [
+            s(TaskState::Idle, mark::YIELDED),
+            s(TaskState::Idle, mark::YIELDED).with_locked(true),
+            s(TaskState::Idle, mark::EXITING).with_locked(true),
+            s(TaskState::Idle, mark::SWITCHED).with_locked(true),
+            s(TaskState::Idle, 0).with_preempted(true),
+            s(TaskState::Running, 0),
+            s(TaskState::None, 0),
+        ] {
+            assert!(matches!(classify(st, false), Seen::Blocked), "{st:?}");
+        }
+    }
+
+    #[test]
+    fn look_at_tells_its_own_worker_from_one_that_moved_on() {
+        use crate::word::TaskCell;
+        let cell = Arc::new(TaskCell::new(TaskState::Idle, ()));
+        cell.word().store_state(s(TaskState::Idle, mark::YIELDED));
+        let w = WorkerRef::from_cell(cell.clone());
+        let here = Server {
+            cell: Arc::new(TaskCell::new(TaskState::Running, ())),
+            _thread_bound: PhantomData,
+        };
+        let there = Arc::new(TaskCell::new(TaskState::Running, ()));
+        cell.set_server(here.word());
+        assert!(matches!(here.look_at(&w), Seen::Yielded));
+        cell.set_server(there.word());
+        assert!(matches!(here.look_at(&w), Seen::Blocked));
     }
 }
