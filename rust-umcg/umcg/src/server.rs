@@ -185,8 +185,12 @@ impl Server {
     /// the worker switches to another worker meanwhile, the server goes on with that one, and
     /// the event is about whichever worker had the CPU last.
     ///
-    /// Errors: the worker is not IDLE (it was made RUNNING by someone else); `ESRCH` if its
-    /// thread is gone. The server is RUNNING again in every case.
+    /// A worker is free to run from the moment it is unlocked, so it may be done and gone
+    /// before this server's `umcg_wait()` names it (`ESRCH`): its state then says how it left,
+    /// as after any wake-up.
+    ///
+    /// Errors: the worker is not IDLE (it was made RUNNING by someone else); an error of
+    /// `umcg_wait()` other than that `ESRCH`. The server is RUNNING again in every case.
     pub fn run<T>(&self, group: &Group<T>, worker: Runnable<T>) -> io::Result<Event<T>> {
         let w = worker.into_worker();
         self.go_idle()?;
@@ -233,9 +237,16 @@ impl Server {
                     current = w;
                 }
             }
-            if let Err(e) = res {
-                self.go_running();
-                return Err(e);
+            match res {
+                Ok(()) => {}
+                // No UMCG task to hand the CPU to: the worker, RUNNING since before the call,
+                // got a CPU elsewhere first (it had not gone to sleep yet) and is gone already
+                // (it exited or unregistered). Its state says how it left, as after a wake-up.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => self.go_running(),
+                Err(e) => {
+                    self.go_running();
+                    return Err(e);
+                }
             }
             match self.look_at(&current) {
                 Seen::Yielded => return Ok(Event::Yielded(Runnable::new(current))),

@@ -268,7 +268,17 @@ impl<T> Worker<T> {
         self.cell.word().set_next_tid(t.tid());
         let _ = t.word().cas(locked, State::new(TaskState::Running));
         park(Runnable::new(self.handle()));
-        sys::umcg_wait(0, 0)
+        match sys::umcg_wait(0, 0) {
+            // `target`, RUNNING since before the call, got a CPU elsewhere first and is gone
+            // already (it exited or unregistered). The switch is done all the same: this worker
+            // gave its server away and waits, still LOCKED, for a server to run it. Without a
+            // next_tid the kernel unlocks it and parks it.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                self.cell.word().set_next_tid(0);
+                sys::umcg_wait(0, 0)
+            }
+            res => res,
+        }
     }
 }
 
