@@ -166,16 +166,8 @@ impl Server {
     /// handing `w` a CPU and names its server before it unlocks it, so that state is waited
     /// out. Any state seen after it implies the server pointer set before the unlock.
     fn look_at<T>(&self, w: &WorkerRef<T>) -> Seen {
-        let mut spins = 0u32;
-        loop {
-            let s = w.word().state();
-            if s.locked() && s.task_state() == TaskState::Running {
-                crate::backoff(&mut spins);
-                continue;
-            }
-            let mine = std::ptr::eq(w.cell().server(), self.word());
-            return classify(s, mine);
-        }
+        let s = w.word().state_unlocked_from(TaskState::Running);
+        classify(s, std::ptr::eq(w.cell().server(), self.word()))
     }
 
     /// Runs `worker` on this server's CPU until it yields, blocks, is preempted or exits.
@@ -196,13 +188,8 @@ impl Server {
         self.go_idle()?;
         // A yielding or switching worker is IDLE|LOCKED until the kernel unlocks it in its
         // umcg_wait(): wait that out.
-        let mut spins = 0u32;
         loop {
-            let cur = w.word().state();
-            if cur.locked() && cur.task_state() == TaskState::Idle {
-                crate::backoff(&mut spins);
-                continue;
-            }
+            let cur = w.word().state_unlocked_from(TaskState::Idle);
             if cur.task_state() != TaskState::Idle || cur.locked() {
                 self.go_running();
                 return Err(io::Error::other(format!(

@@ -51,6 +51,19 @@ impl TaskWord {
         }
     }
 
+    /// The current `state`, once it is no longer `task_state`|LOCKED: a transition under
+    /// `UMCG_TF_LOCKED` is a few steps of another thread (or of the kernel), waited out here.
+    pub(crate) fn state_unlocked_from(&self, task_state: TaskState) -> State {
+        let mut spins = 0u32;
+        loop {
+            let s = self.state();
+            if !(s.locked() && s.task_state() == task_state) {
+                return s;
+            }
+            crate::backoff(&mut spins);
+        }
+    }
+
     /// Stores `state` (only where no one else may change it).
     pub(crate) fn store_state(&self, s: State) {
         self.state.store(s.raw(), SeqCst)
