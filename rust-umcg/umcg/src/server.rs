@@ -76,7 +76,6 @@ impl<T> Event<T> {
 }
 
 /// A worker state as the server sees it when it wakes.
-#[derive(Debug)]
 enum Seen {
     StillRunning,
     Yielded,
