@@ -16,6 +16,7 @@
 #   make rust-check  the rust-umcg workspace on the host (fmt, clippy, tests, docs)
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
 #   make check-series   build the kernel at every patch (slow)
+#   make test-rt   check that UMCG stays out of PREEMPT_RT kernels (see README.md)
 #   make bench     benchmarks in the guest, with and without the handoff
 #                  patch; report in build/bench/ (see README.md, Performance)
 
@@ -65,7 +66,7 @@ FUZZ_TIMEOUT ?= 5400
 # make test-debug: KASAN, lockdep and kmemleak under TCG are slow.
 DEBUG_TIMEOUT ?= 2400
 
-.PHONY: fuzz
+.PHONY: fuzz test-rt
 .PHONY: regression regression-baseline
 .PHONY: rust-guest rust-check rust-bench
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
@@ -133,6 +134,10 @@ bench: bench-bin selftests rust-bench
 check-ci:
 	@ci/host-tests.sh $(LOGDIR)
 
+# UMCG is not offered with PREEMPT_RT: check that Kconfig keeps it out.
+test-rt: linux-for-build
+	@ci/check-rt.sh $(BUILD)/check-rt $(CONFIGS)
+
 check-series: kernel
 	@ci/check-series.sh $(KOUT)/.config
 
@@ -143,7 +148,7 @@ check-patches: linux
 		scripts/checkpatch.pl --strict --quiet --no-summary "$$p" || true; \
 	done; rm -f .checkpatch-camelcase.*
 
-test: check-ci rust-check image
+test: check-ci rust-check test-rt image
 	@rc=0; REGRESSION_BASELINE=$(REGRESSION_BASELINE) ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 

@@ -27,3 +27,15 @@ die() {
 step() {
 	echo ">>> $*" >&2
 }
+
+# The preemption model (none, voluntary or full) of a test boot with CPUS
+# vCPUs, from TEST_PREEMPT ("CPUS:MODEL ..."); nothing for the default.
+preempt_for() {
+	local w
+	for w in ${TEST_PREEMPT-2:voluntary 4:full}; do
+		if [ "${w%%:*}" = "$1" ]; then
+			echo "${w#*:}"
+			return
+		fi
+	done
+}

@@ -43,13 +43,19 @@ mkdir -p "$work/no-kselftests"
 : > "$work/no-kselftests/kselftest-list.txt"
 "$top/ci/image.sh" "$work/guest.cpio" "$work/no-kselftests" "$work/regression:/usr/lib/regression"
 
-export APPEND="${APPEND:-} umcg_regression=1"
+base_append="${APPEND:-} umcg_regression=1"
 runs=()
+models=()
 for cpus in "$@"; do
+	# The preemption model of make test's boot at this CPU count.
+	model=$(preempt_for "$cpus")
+	models+=("$cpus:${model:-default}")
 	rc=0
-	"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kout/arch/x86/boot/bzImage" "$work/guest.cpio" || rc=$?
+	APPEND="$base_append${model:+ preempt=$model}" \
+		"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kout/arch/x86/boot/bzImage" "$work/guest.cpio" || rc=$?
 	extra=()
 	[ "$rc" = 124 ] && extra+=(--timed-out)
+	[ -n "$model" ] && extra+=(--preempt "$model")
 	# Completion, CPU count and no splat, as for make test.
 	python3 "$top/ci/verdict.py" --console "$logdir/console-$cpus.log" \
 		--results "$logdir/results-$cpus.log" --cpus "$cpus" \
@@ -64,7 +70,8 @@ krel=$(sed -n 's/^umcg-guest: cpus=[0-9]* kernel=\([^ ]*\).*/\1/p' "$logdir/resu
 python3 "$top/ci/regression-verdict.py" --record "${runs[@]}" --baseline "$out" \
 	--header "The regression suites (ci/regression-list.txt) on the base kernel: the tree" \
 	--header "at tag $UMCG_BASE_TAG ($krel), configs/umcg.config without CONFIG_UMCG, booted by" \
-	--header "ci/qemu.sh (${ACCEL:-tcg}, ${MEM:-1024} MiB) at $* vCPUs. Recorded by 'make regression-baseline';" \
+	--header "ci/qemu.sh (${ACCEL:-tcg}, ${MEM:-1024} MiB) at $* vCPUs (preempt= ${models[*]})." \
+	--header "Recorded by 'make regression-baseline';" \
 	--header "do not edit: re-record. An outcome that differed between the runs is 'varies'" \
 	--header "(not compared). Format: OUTCOME<TAB>COLLECTION:TEST[ / N SUBTEST]." \
 	--header ""

@@ -5,6 +5,9 @@
 # Usage: ci/test.sh KERNEL INITRD KSELFTEST_DIR LOGDIR CPUS...
 # Environment: REGRESSION_BASELINE, when set, also runs the regression
 #   suites in the guest and compares them with that baseline file.
+#   TEST_PREEMPT: the preemption model of each boot, as CPUS:MODEL words
+#   (default "2:voluntary 4:full"); a CPU count it does not name boots
+#   with the kernel's default.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=ci/common.sh
@@ -23,11 +26,15 @@ if [ -n "$regression" ]; then
 	[ -f "$regression" ] || die "no regression baseline $regression: run 'make regression-baseline'"
 	export APPEND="${APPEND:-} umcg_regression=1"
 fi
+base_append=${APPEND:-}
 for cpus in "$@"; do
+	model=$(preempt_for "$cpus")
 	rc=0
-	"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kernel" "$initrd" || rc=$?
+	APPEND="$base_append${model:+ preempt=$model}" \
+		"$top/ci/qemu.sh" test "$cpus" "$logdir" "$kernel" "$initrd" || rc=$?
 	extra=()
 	[ "$rc" = 124 ] && extra+=(--timed-out)
+	[ -n "$model" ] && extra+=(--preempt "$model")
 	if ! python3 "$top/ci/verdict.py" --console "$logdir/console-$cpus.log" \
 		--results "$logdir/results-$cpus.log" --expect "$kst/kselftest-list.txt" \
 		--cpus "$cpus" --label "guest ($cpus vCPUs)" --summary "$summary" "${extra[@]}"; then

@@ -189,7 +189,8 @@ def umcg_part(lines):
     return lines
 
 
-def judge(console_lines, result_lines, expected_tests=None, cpus=None, timed_out=False):
+def judge(console_lines, result_lines, expected_tests=None, cpus=None, timed_out=False,
+          preempt=None):
     """Returns a Tally; the run passed iff tally.problems is empty."""
     tally = Tally()
     text = [line.rstrip("\r\n").replace("\r", "") for line in result_lines]
@@ -207,6 +208,14 @@ def judge(console_lines, result_lines, expected_tests=None, cpus=None, timed_out
             tally.problems.append("the guest did not report its CPU count")
         elif int(seen[0]) != cpus:
             tally.problems.append(f"the guest saw {seen[0]} CPUs, {cpus} were given")
+
+    if preempt is not None:
+        seen = [m.group(1) for line in text
+                for m in [re.match(r"umcg-guest: cpus=\d+ .*preempt=(\S+)", line)] if m]
+        if not seen:
+            tally.problems.append("the guest did not report its preemption model")
+        elif seen[0] != preempt:
+            tally.problems.append(f"the guest ran with preempt={seen[0]}, preempt={preempt} was asked for")
 
     top = parse_ktap(line for line in umcg_part(text) if not line.startswith("umcg-guest:"))
     if top.plan is not None or top.results:
@@ -251,6 +260,7 @@ def main(argv=None):
     ap.add_argument("--results", required=True, help="the results-port log")
     ap.add_argument("--expect", help="kselftest-list.txt of the tests that must be reported")
     ap.add_argument("--cpus", type=int, help="vCPUs the guest was given")
+    ap.add_argument("--preempt", help="the preemption model the guest was booted with")
     ap.add_argument("--timed-out", action="store_true", help="the host killed the guest")
     ap.add_argument("--label", default="guest", help="prefix for the output lines")
     ap.add_argument("--summary", help="append 'passed failed skipped' to this file")
@@ -262,6 +272,7 @@ def main(argv=None):
         expected_from_list(args.expect) if args.expect else None,
         args.cpus,
         args.timed_out,
+        args.preempt,
     )
     top = parse_ktap(umcg_part(read(args.results)))
     for r in top.results:

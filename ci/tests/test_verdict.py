@@ -104,6 +104,18 @@ class Verdict(unittest.TestCase):
         t = judge(cpus=4)
         self.assertTrue(any("saw 2 CPUs, 4 were given" in p for p in t.problems), t.problems)
 
+    def test_preemption_model(self):
+        self.assertEqual(judge(preempt="voluntary").problems, [])
+        t = judge(preempt="full")
+        self.assertTrue(any("ran with preempt=voluntary, preempt=full was asked for" in p
+                            for p in t.problems), t.problems)
+
+    def test_preemption_model_not_reported(self):
+        lines = [line.replace(" preempt=voluntary", "") for line in log("pass.results.log")]
+        t = verdict.judge(log("pass.console.log"), lines, EXPECT, 2, preempt="full")
+        self.assertTrue(any("did not report its preemption model" in p for p in t.problems),
+                        t.problems)
+
     def test_main_exit_code_and_summary(self):
         with tempfile.TemporaryDirectory() as d:
             summary = os.path.join(d, "summary")
