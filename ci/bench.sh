@@ -13,6 +13,10 @@
 #                (default OUTDIR/../bench-base)
 #   BENCH_BASE_REF  the commit of linux/ to compare against (default: the
 #                parent of the handoff patch; "none": one kernel only)
+#   BENCH_PREEMPT  the preemption models to boot each kernel with (default
+#                "voluntary full"; PREEMPT_DYNAMIC kernels take preempt= at
+#                boot); each kernel and model is a label of its own
+#                (KERNEL@MODEL); "default" boots without preempt=
 #   BENCH_ICOUNT QEMU -icount options (default shift=0,sleep=off: guest time
 #                counts instructions, 1 ns each, so that host load does not
 #                move the figures); "off" for plain TCG timing
@@ -84,25 +88,41 @@ if [ -n "$icount" ] && [ "$icount" != off ]; then
 	mode="TCG with -icount $icount (guest time counts instructions)"
 fi
 
+# Every kernel under every preemption model, KERNEL@MODEL.
+read -r -a models <<< "${BENCH_PREEMPT-voluntary full}"
+[ "${#models[@]}" -gt 0 ] || models=(default)
+runs=()
+for model in "${models[@]}"; do
+	for k in "${kernels[@]}"; do
+		runs+=("${k%%=*}@$model=${k#*=}")
+	done
+done
+
 rm -rf "$out/logs"
 mkdir -p "$out/logs"
 for boot in $(seq 1 "$boots"); do
-	for k in "${kernels[@]}"; do
+	for k in "${runs[@]}"; do
 		name=${k%%=*}
+		model=${name##*@}
+		preempt=
+		[ "$model" = default ] || preempt=" preempt=$model"
 		logdir=$out/logs/$name-$boot
-		APPEND="${APPEND:-} umcg_bench=${BENCH_ARGS:-}" QEMU_EXTRA="$qemu_extra" \
+		APPEND="${APPEND:-} umcg_bench=${BENCH_ARGS:-}$preempt" QEMU_EXTRA="$qemu_extra" \
 			"$top/ci/qemu.sh" bench "$cpus" "$logdir" "${k#*=}" "$initrd" < /dev/null > /dev/null ||
 			die "the $name guest failed (boot $boot): see ${logdir#"$top"/}/console-$cpus.log"
 		results=$logdir/results-$cpus.log
 		if grep -a '^# error' "$results" >&2 || ! grep -aq '^# umcg-guest: done' "$results"; then
 			die "the benchmarks failed on $name (boot $boot): see ${results#"$top"/}"
 		fi
+		if [ -n "$preempt" ] && ! grep -aq "preempt=$model\b" "$results"; then
+			die "$name (boot $boot) did not run with preempt=$model: see ${results#"$top"/}"
+		fi
 		step "$name, boot $boot: $(grep -ac '^bench ' "$results") measurements"
 	done
 done
 
 args=()
-for k in "${kernels[@]}"; do
+for k in "${runs[@]}"; do
 	name=${k%%=*}
 	for boot in $(seq 1 "$boots"); do
 		args+=("$name=$out/logs/$name-$boot/results-$cpus.log")
