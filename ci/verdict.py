@@ -217,6 +217,12 @@ def judge(console_lines, result_lines, expected_tests=None, cpus=None, timed_out
         elif seen[0] != preempt:
             tally.problems.append(f"the guest ran with preempt={seen[0]}, preempt={preempt} was asked for")
 
+    # The guest says "umcg-guest: no ..." when it could not set up what tests
+    # need (cgroup v2, the ext2 loop mount): they would skip, silently.
+    for line in text:
+        if line.startswith("umcg-guest: no "):
+            tally.problems.append(f"incomplete test environment: {line[len('umcg-guest: '):]}")
+
     top = parse_ktap(line for line in umcg_part(text) if not line.startswith("umcg-guest:"))
     if top.plan is not None or top.results:
         tally_block(top, "", tally)

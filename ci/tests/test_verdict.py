@@ -116,6 +116,13 @@ class Verdict(unittest.TestCase):
         self.assertTrue(any("did not report its preemption model" in p for p in t.problems),
                         t.problems)
 
+    def test_incomplete_environment(self):
+        lines = log("pass.results.log")
+        lines.insert(1, "umcg-guest: no ext2 file system on a loop device\n")
+        t = verdict.judge(log("pass.console.log"), lines, EXPECT, 2)
+        self.assertTrue(any("incomplete test environment: no ext2" in p for p in t.problems),
+                        t.problems)
+
     def test_main_exit_code_and_summary(self):
         with tempfile.TemporaryDirectory() as d:
             summary = os.path.join(d, "summary")
