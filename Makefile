@@ -17,7 +17,7 @@
 #   make check-patches  scripts/checkpatch.pl --strict on every patch
 #   make check-series   build the kernel at every patch (slow)
 #   make test-rt   check that UMCG stays out of PREEMPT_RT kernels (see README.md)
-#   make bench     benchmarks in the guest, with and without the handoff
+#   make bench     benchmarks in the guest, with and without the directed switch
 #                  patch; report in build/bench/ (see README.md, Performance)
 
 SHELL := /bin/bash

@@ -18,7 +18,14 @@
  * "# ..." comments. Exit status 1 (after a "# error: ..." line) when a UMCG
  * operation fails: a benchmark that went wrong must not produce a number.
  *
- * Usage: umcg-bench [-r ROUNDS] [-n ITERATIONS] [-b BLOCK_ITERATIONS]
+ * With -B, only the benchmarks that do not use UMCG run (the baselines,
+ * and "base/": fork + exit + wait, and a wake-up storm of many threads), on
+ * any kernel, reported as "noumcg/METRIC": `make bench` runs them first in
+ * every boot, before anything used UMCG, and compares them between the base
+ * kernel, without UMCG, and the series, which must cost tasks that do not
+ * use UMCG nothing.
+ *
+ * Usage: umcg-bench [-B] [-r ROUNDS] [-n ITERATIONS] [-b BLOCK_ITERATIONS]
  *                   [-w MAX_WORKERS] [-o ONLY_METRIC_PREFIX]
  */
 #define _GNU_SOURCE
@@ -34,6 +41,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +61,8 @@ static long iters = 2000;
 static long block_iters = 200;
 static int max_workers = 1000;
 static const char *only = "";
+/* -B: no UMCG (see above); every metric is reported as noumcg/METRIC. */
+static int base_only;
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -103,7 +113,8 @@ static void pin_to(int cpu)
 
 static void emit(const char *metric, const char *unit, double value)
 {
-	printf("bench %s %s %.1f\n", metric, unit, value);
+	/* A run without UMCG is reported apart: it is compared across kernels. */
+	printf("bench %s%s %s %.1f\n", base_only ? "noumcg/" : "", metric, unit, value);
 	fflush(stdout);
 }
 
@@ -296,6 +307,128 @@ static void bench_pipe(int pinned)
 	close(p.ab[0]), close(p.ab[1]), close(p.ba[0]), close(p.ba[1]);
 }
 
+/*
+ * fork() + _exit() + waitpid(): the cost of a short-lived process. Forking
+ * copies the address space, which the other benchmarks grow (thread stacks
+ * stay cached), differently on a kernel without UMCG: a child forked at
+ * start-up, before any benchmark, does the forking, each round on request.
+ */
+static int fork_req[2] = { -1, -1 }, fork_res[2] = { -1, -1 };
+
+static double fork_exit_loop(void)
+{
+	long i, n = iters / 10 ? iters / 10 : 1;
+	uint64_t t0 = now();
+
+	for (i = 0; i < n; i++) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid < 0)
+			die("fork: %s", strerror(errno));
+		if (pid == 0)
+			_exit(0);
+		if (waitpid(pid, &status, 0) != pid)
+			die("waitpid: %s", strerror(errno));
+	}
+	return (double)(now() - t0) / n;
+}
+
+static void start_fork_server(void)
+{
+	pid_t pid;
+	char c;
+
+	if (!wanted("base/fork_exit"))
+		return;
+	if (pipe(fork_req) || pipe(fork_res))
+		die("pipe: %s", strerror(errno));
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(fork_req[1]);
+		close(fork_res[0]);
+		while (read(fork_req[0], &c, 1) == 1) {
+			double ns = fork_exit_loop();
+
+			if (write(fork_res[1], &ns, sizeof(ns)) != sizeof(ns))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(fork_req[0]);
+	close(fork_res[1]);
+}
+
+static void bench_fork_exit(void)
+{
+	double ns;
+	char c = 0;
+
+	if (fork_req[1] < 0)
+		return;
+	if (write(fork_req[1], &c, 1) != 1 || read(fork_res[0], &ns, sizeof(ns)) != sizeof(ns))
+		die("fork server: %s", strerror(errno));
+	emit("base/fork_exit", "ns_per_fork", ns);
+}
+
+/*
+ * A wake-up storm: STORM_THREADS threads wait on one futex, all are woken
+ * at once, each checks in and waits again; per woken thread.
+ */
+#define STORM_THREADS	32
+
+struct storm {
+	uint32_t gen, arrived;
+	long rounds;
+};
+
+static void *storm_thread(void *arg)
+{
+	struct storm *st = arg;
+	uint32_t seen = 0;
+	long r;
+
+	for (r = 0; r < st->rounds; r++) {
+		while (load(st->gen) == seen)
+			futex_wait(&st->gen, seen);
+		seen = load(st->gen);
+		if (__atomic_add_fetch(&st->arrived, 1, __ATOMIC_ACQ_REL) == STORM_THREADS)
+			futex_wake(&st->arrived);
+	}
+	return NULL;
+}
+
+static void bench_wakeup_storm(void)
+{
+	const char *metric = "base/wakeup_storm";
+	struct storm st = { .rounds = iters / 20 ? iters / 20 : 1 };
+	pthread_t t[STORM_THREADS];
+	uint64_t t0;
+	long r;
+	int i;
+
+	if (!wanted(metric))
+		return;
+	for (i = 0; i < STORM_THREADS; i++)
+		t[i] = spawn(storm_thread, &st);
+	t0 = now();
+	for (r = 0; r < st.rounds; r++) {
+		uint32_t arrived;
+
+		store(st.arrived, 0);
+		__atomic_add_fetch(&st.gen, 1, __ATOMIC_RELEASE);
+		futex(&st.gen, FUTEX_WAKE_PRIVATE, INT32_MAX);
+		while ((arrived = load(st.arrived)) != STORM_THREADS)
+			futex(&st.arrived, FUTEX_WAIT_PRIVATE, arrived);
+	}
+	emit(metric, "ns_per_wakeup", (double)(now() - t0) / (st.rounds * STORM_THREADS));
+	for (i = 0; i < STORM_THREADS; i++)
+		pthread_join(t[i], NULL);
+}
+
 /* ---- UMCG: servers ---------------------------------------------------- */
 
 static long umcg_ctl(uint32_t flags, struct umcg_task *self)
@@ -329,13 +462,25 @@ struct server {
 	uint32_t ready;
 };
 
+/*
+ * The switches wait without a timeout, as the futex, pipe and sched_yield()
+ * baselines do; "switch/umcg_server_server_timed" measures the cost of one
+ * (an hrtimer armed and cancelled per switch).
+ */
+static int switch_timed;
+
+static uint64_t switch_timeout(void)
+{
+	return switch_timed ? realtime_in(DEADLINE_NS) : 0;
+}
+
 /* Server-only context switch: the caller sleeps, @to runs. */
 static void server_switch(struct server *me, struct server *to)
 {
 	must_cas("switch: self", &me->ut.state, UMCG_TASK_RUNNING, UMCG_TASK_IDLE);
 	must_cas("switch: peer", &to->ut.state, UMCG_TASK_IDLE, UMCG_TASK_RUNNING);
 	me->ut.next_tid = to->tid;
-	if (umcg_wait(0, realtime_in(DEADLINE_NS)))
+	if (umcg_wait(0, switch_timeout()))
 		die("server umcg_wait (switch): %s", strerror(errno));
 	me->ut.next_tid = 0;
 }
@@ -367,9 +512,10 @@ static void *server_pong(void *arg)
 	return NULL;
 }
 
-static void bench_server_server(int pinned)
+static void bench_server_server(int pinned, int timed)
 {
-	const char *metric = pinned ? "switch/umcg_server_server_pinned" :
+	const char *metric = timed ? "switch/umcg_server_server_timed" :
+			     pinned ? "switch/umcg_server_server_pinned" :
 				      "switch/umcg_server_server";
 	static struct server a, b;
 	uint64_t t0;
@@ -378,6 +524,7 @@ static void bench_server_server(int pinned)
 
 	if (!wanted(metric))
 		return;
+	switch_timed = timed;
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
 	a.peer = &b;
@@ -401,6 +548,7 @@ static void bench_server_server(int pinned)
 	a.ut.next_tid = 0;
 	pthread_join(t, NULL);
 	umcg_ctl(UMCG_CTL_UNREGISTER, NULL);
+	switch_timed = 0;
 }
 
 /* ---- UMCG: a server and its workers ----------------------------------- */
@@ -510,7 +658,7 @@ static void server_run(struct sched *s, struct worker *w)
 	s->ut.next_tid = w->tid;
 	must_cas("run: unlock", &w->ut.state, UMCG_TASK_RUNNING | UMCG_TF_LOCKED,
 		 UMCG_TASK_RUNNING);
-	if (umcg_wait(0, realtime_in(DEADLINE_NS)))
+	if (umcg_wait(0, switch_timeout()))
 		die("server umcg_wait (run worker %d): %s", w->tid, strerror(errno));
 	s->ut.next_tid = 0;
 }
@@ -788,8 +936,13 @@ static void run_round(void)
 	bench_pipe(0);
 	bench_pipe(1);
 	sched_setaffinity(0, sizeof(all), &all);
-	bench_server_server(0);
-	bench_server_server(1);
+	bench_fork_exit();
+	bench_wakeup_storm();
+	if (base_only)
+		return;
+	bench_server_server(0, 0);
+	bench_server_server(1, 0);
+	bench_server_server(0, 1);
 	sched_setaffinity(0, sizeof(all), &all);
 	bench_server_worker("switch/umcg_server_worker_server", 1);
 	bench_worker_worker();
@@ -802,15 +955,16 @@ int main(int argc, char **argv)
 	struct utsname u;
 	int opt, r;
 
-	while ((opt = getopt(argc, argv, "r:n:b:w:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "Br:n:b:w:o:")) != -1) {
 		switch (opt) {
+		case 'B': base_only = 1; break;
 		case 'r': rounds = atoi(optarg); break;
 		case 'n': iters = atol(optarg); break;
 		case 'b': block_iters = atol(optarg); break;
 		case 'w': max_workers = atoi(optarg); break;
 		case 'o': only = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [-r ROUNDS] [-n ITERATIONS] [-b BLOCK_ITERATIONS] "
+			fprintf(stderr, "usage: %s [-B] [-r ROUNDS] [-n ITERATIONS] [-b BLOCK_ITERATIONS] "
 				"[-w MAX_WORKERS] [-o METRIC_PREFIX]\n", argv[0]);
 			return 2;
 		}
@@ -818,13 +972,14 @@ int main(int argc, char **argv)
 	if (rounds < 1 || iters < 1 || block_iters < 1)
 		die("bad arguments");
 	/* Syscall 463 must be umcg_ctl: unregistering when not registered is EINVAL. */
-	if (umcg_ctl(UMCG_CTL_UNREGISTER, NULL) != -1 || errno != EINVAL)
+	if (!base_only && (umcg_ctl(UMCG_CTL_UNREGISTER, NULL) != -1 || errno != EINVAL))
 		die("this kernel does not implement UMCG");
 	uname(&u);
 	printf("# umcg-bench: kernel %s %s, %ld CPUs, %d rounds, %ld iterations, "
 	       "%ld block iterations\n", u.release, u.version, sysconf(_SC_NPROCESSORS_ONLN),
 	       rounds, iters, block_iters);
 	printf("# the guest is emulated (TCG): only ratios between figures of one run carry over\n");
+	start_fork_server();
 	for (r = 0; r < rounds; r++) {
 		printf("# round %d\n", r + 1);
 		run_round();

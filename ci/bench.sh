@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: boot the benchmark image on the kernel of linux/ and, when
-# the series has the handoff patch, on the same series without it, the two
-# kernels alternately; then write the report (ci/bench-report.py).
+# the series has the directed-switch patch, on the same series cut before
+# it, the two kernels alternately; then write the report
+# (ci/bench-report.py).
 #
 # Usage: ci/bench.sh OUTDIR INITRD CPUS KERNEL
 #        ci/bench.sh OUTDIR INITRD CPUS LABEL=KERNEL LABEL=KERNEL...
@@ -12,7 +13,12 @@
 #   BENCH_BASE   where the second kernel's tree and build live
 #                (default OUTDIR/../bench-base)
 #   BENCH_BASE_REF  the commit of linux/ to compare against (default: the
-#                parent of the handoff patch; "none": one kernel only)
+#                parent of the directed-switch patch; "none": one kernel
+#                only)
+#   BENCH_BASE_KERNEL  the base kernel (the tree at tag base, without UMCG),
+#                booted with umcg-bench -B: the benchmarks of tasks that do not
+#                use UMCG, against the series (default: build/kernel-base,
+#                built by ci/base-kernel.sh; "none": skip it)
 #   BENCH_PREEMPT  the preemption models to boot each kernel with (default
 #                "voluntary full"; PREEMPT_DYNAMIC kernels take preempt= at
 #                boot); each kernel and model is a label of its own
@@ -33,7 +39,9 @@ boots=${BENCH_BOOTS:-2}
 base=${BENCH_BASE:-$(dirname "$out")/bench-base}
 configs=${CONFIGS:-configs/umcg.config}
 # The patch that the before/after comparison is about.
-HANDOFF_SUBJECT='sched/umcg: hand the CPU over directly on context switch'
+# (The comparison used to be with and without the earlier hand-over patch,
+# which the directed switch replaced: its before/after is in the README.)
+SWITCH_SUBJECT='sched/umcg: add a directed context switch to the scheduler core'
 
 mkdir -p "$out"
 out=$(realpath "$out")
@@ -45,13 +53,13 @@ label=series
 if [ $# -gt 1 ]; then
 	ref=none
 elif [ -z "$ref" ]; then
-	handoff=$("${git[@]}" log --format=%H -1 -F --grep="$HANDOFF_SUBJECT" "$UMCG_BASE_TAG..HEAD")
-	if [ -n "$handoff" ]; then
-		ref=$handoff^
-		label=handoff
+	switch=$("${git[@]}" log --format=%H -1 -F --grep="$SWITCH_SUBJECT" "$UMCG_BASE_TAG..HEAD")
+	if [ -n "$switch" ]; then
+		ref=$switch^
+		label=series
 	else
 		ref=none
-		step "no '$HANDOFF_SUBJECT' commit in linux/: benchmarking one kernel"
+		step "no '$SWITCH_SUBJECT' commit in linux/: benchmarking one kernel"
 	fi
 fi
 [ $# = 1 ] && kernels=("$label=$1")
@@ -74,10 +82,21 @@ if [ "$ref" != none ]; then
 			die "$tree has uncommitted changes: commit or remove them"
 		git -C "$tree" checkout -q --detach "$commit"
 	fi
-	step "second kernel: $(git -C "$tree" log --oneline -1 HEAD) (without the handoff)"
+	step "second kernel: $(git -C "$tree" log --oneline -1 HEAD) (before the directed switch)"
 	# shellcheck disable=SC2086 # a list of fragments
 	(cd "$top" && KSRC="$tree" ci/kernel.sh "$base/kernel" $configs -- bzImage)
-	kernels+=("no-handoff=$base/kernel/arch/x86/boot/bzImage")
+	kernels+=("before-switch=$base/kernel/arch/x86/boot/bzImage")
+fi
+
+# The base kernel, for tasks that do not use UMCG (one kernel given: the
+# default comparison; with kernels given explicitly, only those).
+base_kernel=${BENCH_BASE_KERNEL:-}
+if [ -z "$base_kernel" ] && [ "$ref" != none ] || [ "$base_kernel" = default ]; then
+	"$top/ci/base-kernel.sh" "$top/build/base-tree" "$top/build/kernel-base"
+	base_kernel=$top/build/kernel-base/arch/x86/boot/bzImage
+fi
+if [ -n "$base_kernel" ] && [ "$base_kernel" != none ]; then
+	kernels+=("base=$base_kernel")
 fi
 
 icount=${BENCH_ICOUNT-shift=0,sleep=off}
@@ -107,7 +126,10 @@ for boot in $(seq 1 "$boots"); do
 		preempt=
 		[ "$model" = default ] || preempt=" preempt=$model"
 		logdir=$out/logs/$name-$boot
-		APPEND="${APPEND:-} umcg_bench=${BENCH_ARGS:-}$preempt" QEMU_EXTRA="$qemu_extra" \
+		args=${BENCH_ARGS:-}
+		# The base kernel has no UMCG: only the benchmarks that do not use it.
+		[ "${name%@*}" = base ] && args="-B${args:+,$args}"
+		APPEND="${APPEND:-} umcg_bench=$args$preempt" QEMU_EXTRA="$qemu_extra" \
 			"$top/ci/qemu.sh" bench "$cpus" "$logdir" "${k#*=}" "$initrd" < /dev/null > /dev/null ||
 			die "the $name guest failed (boot $boot): see ${logdir#"$top"/}/console-$cpus.log"
 		results=$logdir/results-$cpus.log

@@ -17,25 +17,8 @@ tree=$1 kout=$2 work=$3 logdir=$4 out=$5
 shift 5
 [ $# -gt 0 ] || die "no CPU counts given"
 
-base=$(git -C "$top/linux" rev-parse "$UMCG_BASE_TAG^{commit}") ||
-	die "linux/ has no tag $UMCG_BASE_TAG: run 'make linux'"
-if [ "$(git -C "$tree" rev-parse HEAD 2> /dev/null)" != "$base" ]; then
-	[ ! -e "$tree" ] || git -C "$top/linux" worktree remove --force "$tree" 2> /dev/null || rm -rf "$tree"
-	git -C "$top/linux" worktree prune
-	step "checking out the base tree in ${tree#"$top"/}"
-	git -C "$top/linux" worktree add --detach "$tree" "$base" > /dev/null
-fi
-[ -z "$(git -C "$tree" status --porcelain --untracked-files=no)" ] ||
-	die "$tree has local changes: the baseline must come from the pristine base tree"
-
-# The same fragment without the feature (which the base tree does not
-# have: ci/kernel.sh would reject the option).
-mkdir -p "$kout" "$work" "$logdir"
-frag=$kout/umcg-base.config
-grep -v '^CONFIG_UMCG=' "$top/configs/umcg.config" > "$frag.new"
-if cmp -s "$frag.new" "$frag"; then rm "$frag.new"; else mv "$frag.new" "$frag"; fi
-KSRC=$tree "$top/ci/kernel.sh" "$kout" "$frag" -- bzImage headers
-! grep -q '^CONFIG_UMCG=' "$kout/.config" || die "the base kernel has CONFIG_UMCG"
+"$top/ci/base-kernel.sh" "$tree" "$kout"
+mkdir -p "$work" "$logdir"
 
 # The suites, from the base tree's sources; no UMCG selftests.
 "$top/ci/regression.sh" "$tree" "$kout" "$work/regression"

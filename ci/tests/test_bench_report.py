@@ -25,7 +25,7 @@ bench switch/umcg_server_server ns_per_switch 1040.0
 bench switch/umcg_server_server ns_per_switch 1040.0
 bench switch/umcg_server_server ns_per_switch 5000.0
 bench switch/umcg_server_worker_server ns_per_switch 1500.0
-bench block/umcg_block_detection ns 2500.0
+bench block/umcg_block_detection ns 2000.0
 bench scaling/umcg_server_worker/2 ns_per_switch 1500.0
 bench scaling/umcg_server_worker/1000 ns_per_switch 1800.0\r
 bench runtime_mixed/umcg/1000 ns_per_task 100.0
@@ -76,11 +76,18 @@ class BenchReportTest(unittest.TestCase):
         g = self.ratio(r, "server<->server switch / same-CPU sched_yield floor")
         self.assertAlmostEqual(1.04, g[3])
         self.assertTrue(g[5])
+        # The same ratio against the moonshot target.
+        g = self.ratio(r, "server<->server switch / same-CPU sched_yield floor (moonshot)")
+        self.assertAlmostEqual(1.04, g[3])
+        self.assertFalse(g[5])
         g = self.ratio(r, "server<->server switch / same-CPU futex ping-pong")
         self.assertAlmostEqual(0.52, g[3])
         self.assertTrue(g[5])
+        g = self.ratio(r, "server->worker->server switch / same-CPU sched_yield floor")
+        self.assertAlmostEqual(1.5, g[3])
+        self.assertFalse(g[5])
         g = self.ratio(r, "block detection / one server->worker->server switch")
-        self.assertAlmostEqual(2500 / 1500, g[3])
+        self.assertAlmostEqual(2000 / 1500, g[3])
         self.assertTrue(g[5])
         g = self.ratio(r, "switch with 1000 workers / with 2")
         self.assertAlmostEqual(1.2, g[3])
@@ -119,6 +126,28 @@ class BenchReportTest(unittest.TestCase):
                 rows = list(csv.reader(f))
             self.assertIn("only ratios", rows[0][0])
             self.assertGreater(len(rows), 2)
+
+
+    def test_no_regression_against_the_base_kernel(self):
+        series = os.path.join(self.dir.name, "series.log")
+        base = os.path.join(self.dir.name, "base.log")
+        with open(series, "w") as f:
+            f.write("bench noumcg/switch/futex_pinned ns_per_switch 2010.0\n"
+                    "bench noumcg/base/fork_exit ns_per_fork 1100.0\n")
+        with open(base, "w") as f:
+            f.write("bench noumcg/switch/futex_pinned ns_per_switch 2000.0\n"
+                    "bench noumcg/base/fork_exit ns_per_fork 1000.0\n")
+        data = bench_report.parse([f"series@voluntary={series}", f"base@voluntary={base}"])
+        r = bench_report.Report(data)
+        r.compute()
+        g = self.ratio(r, "no regression: noumcg/switch/futex_pinned / base kernel", "series@voluntary")
+        self.assertAlmostEqual(1.005, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "no regression: noumcg/base/fork_exit / base kernel", "series@voluntary")
+        self.assertAlmostEqual(1.1, g[3])
+        self.assertFalse(g[5])
+        # Nothing is compared for the base kernel itself.
+        self.assertFalse([x for x in r.ratios if x[2] == "base@voluntary" and x[0] == "goal"])
 
 
 if __name__ == "__main__":
