@@ -130,16 +130,41 @@ pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
 /// Whether the running kernel implements UMCG. Asked once, then remembered.
 ///
 /// The probe is `umcg_wait()` with an unknown flag: a UMCG kernel rejects it with `EINVAL`
-/// before anything else. A kernel without the syscall says `ENOSYS`; one that has another
-/// system call at that number (`getxattrat()` on 6.13 and later, which only reads) fails
-/// differently on these arguments.
+/// before anything else. A kernel without the syscall says `ENOSYS`. Mainline 6.13 and later
+/// have `getxattrat()` at this number, which also answers `EINVAL` to many arguments, so every
+/// one of the six argument registers is passed explicitly (none is left to whatever the
+/// registers happen to hold), with values on which `getxattrat()` answers something else: its
+/// sixth argument, the size of its argument structure, above `PAGE_SIZE` is `E2BIG`, checked
+/// before anything is read. `umcg_wait()` ignores arguments three to six.
 pub fn is_supported() -> bool {
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SUPPORTED.get_or_init(|| {
-        // SAFETY: no pointers: both arguments are plain values (a NULL path for getxattrat()).
-        let ret = unsafe { libc::syscall(SYS_UMCG_WAIT, 1u32 << 31, 0u64) };
-        ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
-    })
+    *SUPPORTED.get_or_init(|| probe(raw_syscall6))
+}
+
+/// The arguments of the probe: an unknown `umcg_wait()` flag, no timeout, then zeros (a
+/// `NULL` path, no `AT_` flags, a `NULL` name and argument pointer for `getxattrat()`) and a
+/// size no kernel accepts for `getxattrat()`'s argument structure.
+const PROBE_ARGS: [libc::c_long; 6] = [1 << 31, 0, 0, 0, 0, libc::c_long::MAX];
+
+/// A system call with all six argument registers given: the result, and `errno` if it failed.
+type Syscall6 = fn(libc::c_long, [libc::c_long; 6]) -> (libc::c_long, i32);
+
+fn raw_syscall6(nr: libc::c_long, a: [libc::c_long; 6]) -> (libc::c_long, i32) {
+    // SAFETY: the only caller passes PROBE_ARGS: no pointers (a NULL path and name for
+    // getxattrat(), which fails on its size argument before it reads them).
+    let ret = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    let errno = if ret == -1 {
+        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    };
+    (ret, errno)
+}
+
+/// The probe behind [`is_supported`], with the system call made by `syscall`.
+fn probe(syscall: Syscall6) -> bool {
+    let (ret, errno) = syscall(SYS_UMCG_WAIT, PROBE_ARGS);
+    ret == -1 && errno == libc::EINVAL
 }
 
 /// The calling thread's TID.
@@ -182,6 +207,63 @@ mod tests {
         } else {
             assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         }
+    }
+
+    /// `umcg_wait()` as a UMCG kernel implements it: an unknown flag is `EINVAL`.
+    fn umcg_kernel(nr: libc::c_long, a: [libc::c_long; 6]) -> (libc::c_long, i32) {
+        assert_eq!(nr, SYS_UMCG_WAIT);
+        if a[0] as u32 & !3 != 0 {
+            (-1, libc::EINVAL)
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// `getxattrat()` (mainline 6.13 and later) at the same number, with the order of its
+    /// checks: the size of its argument structure first (`EINVAL` below the first version,
+    /// `E2BIG` above `PAGE_SIZE`), then its flags (`EINVAL`), then the path (`EFAULT` for
+    /// `NULL`).
+    fn getxattrat(nr: libc::c_long, a: [libc::c_long; 6]) -> (libc::c_long, i32) {
+        assert_eq!(nr, SYS_UMCG_WAIT);
+        let usize = a[5] as u64;
+        if usize < 16 {
+            (-1, libc::EINVAL)
+        } else if usize > 4096 {
+            (-1, libc::E2BIG)
+        } else if a[2] & !0x1100 != 0 {
+            (-1, libc::EINVAL)
+        } else {
+            (-1, libc::EFAULT)
+        }
+    }
+
+    /// A kernel without a system call at that number.
+    fn no_syscall(_: libc::c_long, _: [libc::c_long; 6]) -> (libc::c_long, i32) {
+        (-1, libc::ENOSYS)
+    }
+
+    #[test]
+    fn probe_tells_umcg_from_getxattrat_and_from_nothing() {
+        assert!(probe(umcg_kernel));
+        assert!(!probe(getxattrat));
+        assert!(!probe(no_syscall));
+    }
+
+    /// The probe passes all six registers: a `getxattrat()` that reads a register the probe
+    /// left to chance (here: poisoned with small values, which give `EINVAL`) would see it.
+    #[test]
+    fn probe_passes_every_argument() {
+        for poison in [0, 1, 8, 15] {
+            let mut args = PROBE_ARGS;
+            // What the registers would hold if the probe passed only two arguments.
+            for a in args.iter_mut().skip(2) {
+                *a = poison;
+            }
+            assert_eq!(getxattrat(SYS_UMCG_WAIT, args), (-1, libc::EINVAL));
+        }
+        // The real arguments are explicit and make getxattrat() fail otherwise.
+        assert_eq!(getxattrat(SYS_UMCG_WAIT, PROBE_ARGS), (-1, libc::E2BIG));
+        assert_eq!(umcg_kernel(SYS_UMCG_WAIT, PROBE_ARGS), (-1, libc::EINVAL));
     }
 
     #[test]
