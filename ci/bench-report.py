@@ -182,18 +182,27 @@ class Report:
                          self.ratio(label, metric, base, across=True), "<= 1.02x",
                          lambda v: v <= 1.02)
 
-        # The kernel under test against every other kernel, metric by metric.
-        for other in self.labels[1:]:
-            for metric in sorted(self.stats[self.main], key=natural):
-                if metric not in self.stats[other]:
+        # The kernel under test against every other kernel booted under the same
+        # preemption model (KERNEL@MODEL), metric by metric: across models the
+        # figures differ by the model, not by the kernel.
+        for label in self.labels:
+            kernel, _, model = label.partition("@")
+            if kernel != main_kernel:
+                continue
+            for other in self.labels:
+                okernel, _, omodel = other.partition("@")
+                if okernel == kernel or omodel != model:
                     continue
-                unit = self.unit(self.main, metric)
-                a, b = self.median(self.main, metric), self.median(other, metric)
-                if not b:
-                    continue
-                # Below 1 is better for times, above 1 for rates.
-                self.add(f"{self.main} vs {other}", metric, self.main, a / b,
-                         "< 1 is faster" if not higher_is_better(unit) else "> 1 is faster")
+                for metric in sorted(self.stats[label], key=natural):
+                    if metric not in self.stats[other]:
+                        continue
+                    unit = self.unit(label, metric)
+                    a, b = self.median(label, metric), self.median(other, metric)
+                    if not b:
+                        continue
+                    # Below 1 is better for times, above 1 for rates.
+                    self.add(f"{label} vs {other}", metric, label, a / b,
+                             "< 1 is faster" if not higher_is_better(unit) else "> 1 is faster")
 
     def runtime_goals(self, label):
         """runtime_mixed/umcg/N against runtime_mixed/{threads,tokio}/N."""

@@ -146,6 +146,12 @@ class BenchReportTest(unittest.TestCase):
         g = self.ratio(r, "no regression: noumcg/base/fork_exit / base kernel", "series@voluntary")
         self.assertAlmostEqual(1.1, g[3])
         self.assertFalse(g[5])
+        # Kernels are compared metric by metric under the same model only.
+        self.assertTrue([x for x in r.ratios if x[0] == "series@voluntary vs base@voluntary"])
+        data = bench_report.parse([f"series@voluntary={series}", f"base@full={base}"])
+        r2 = bench_report.Report(data)
+        r2.compute()
+        self.assertFalse([x for x in r2.ratios if " vs " in x[0]])
         # Nothing is compared for the base kernel itself.
         self.assertFalse([x for x in r.ratios if x[2] == "base@voluntary" and x[0] == "goal"])
 
