@@ -14,8 +14,12 @@
 #   make fuzz      the UMCG fuzzer alone, long (FUZZ_OPS operations), in the guest
 #   make check-ci  the host-side tests of the test machinery only
 #   make rust-check  the rust-umcg workspace on the host (fmt, clippy, tests, docs)
-#   make check-patches  scripts/checkpatch.pl --strict on every patch
+#   make check-patches  scripts/checkpatch.pl --strict on every patch (and check-man)
+#   make check-man  lint the man pages in man/ (mandoc, groff), compile their examples
 #   make check-series   build the kernel at every patch (slow)
+#   make series    the series as you would post it, in build/series-out/: your
+#                  identity (SUBMITTER), recipients, a send-email dry run;
+#                  sends nothing (see README.md, Submitting the series)
 #   make test-rt   check that UMCG stays out of PREEMPT_RT kernels (see README.md)
 #   make bench     benchmarks in the guest, with and without the directed switch
 #                  patch; report in build/bench/ (see README.md, Performance)
@@ -70,7 +74,7 @@ DEBUG_TIMEOUT ?= 2400
 .PHONY: regression regression-baseline
 .PHONY: rust-guest rust-check rust-bench
 .PHONY: help deps linux linux-for-build patches kernel kernel-debug selftests demo image test-debug \
-	run test check-ci check-patches check-series clean distclean bench bench-bin
+	run test check-ci check-patches check-man check-series series clean distclean bench bench-bin
 
 help:
 	@sed -n '3,/^$$/p' Makefile | sed -e '$$d' -e 's/^# \{0,1\}//'
@@ -141,14 +145,22 @@ test-rt: linux-for-build
 check-series: kernel
 	@ci/check-series.sh $(KOUT)/.config
 
-check-patches: linux
+# The draft man pages of the two system calls (see README.md, Man pages).
+check-man:
+	@ci/check-man.sh
+
+check-patches: linux check-man
 	@python3 -c 'import ply, git' 2> /dev/null || python3 -m pip install -q --root-user-action=ignore ply GitPython
 	@cd linux && for p in ../patches/0[0-9][0-9][0-9]-*.patch; do \
 		[ "$${p##*/}" = 0000-cover-letter.patch ] && continue; \
 		scripts/checkpatch.pl --strict --quiet --no-summary "$$p" || true; \
 	done; rm -f .checkpatch-camelcase.*
 
-test: check-ci rust-check test-rt image
+series: linux
+	@ci/series.sh
+
+# test-rt first: it makes linux/, which check-ci's submission test applies the series against.
+test: test-rt check-ci rust-check image
 	@rc=0; REGRESSION_BASELINE=$(REGRESSION_BASELINE) ci/test.sh $(BZIMAGE) $(INITRD) $(KSELFTEST) $(LOGDIR) $(TEST_CPUS) || rc=$$?; \
 	ci/summary.sh $(LOGDIR); exit $$rc
 

@@ -18,6 +18,10 @@ pkgs=(
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	flex bison bc libelf-dev libssl-dev cpio make gcc libc6-dev
 	qemu-system-x86 busybox-static python3 rsync file
+	# make series: git send-email (its --dry-run) writes the mails.
+	git-email
+	# make check-man: mandoc -Tlint, and man/groff for groff's warnings.
+	mandoc man-db groff-base
 )
 
 # Prints nothing (and succeeds) for a package dpkg has never heard of: on a

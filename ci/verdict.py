@@ -50,6 +50,8 @@ SPLATS = [
         r"Call Trace:",
         r"panicked at",
         r"soft lockup|hard LOCKUP",
+        # A failed KUnit test (the Rust doctests run at boot).
+        r"^\s*not ok \d+ ",
     )
 ]
 

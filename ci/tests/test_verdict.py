@@ -76,7 +76,9 @@ class Verdict(unittest.TestCase):
                      "BUG: KASAN: slab-use-after-free in umcg_wait+0x1/0x2",
                      "kmemleak: 2 new suspected memory leaks",
                      "rust_kernel: panicked at kernel/sched/umcg.rs:1:1:",
-                     "watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"):
+                     "watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+                     "        not ok 3 rust_doctest_kernel_uaccess_rs_0",
+                     "not ok 1 rust_doctests_kernel"):
             console = log("pass.console.log") + [f"[    2.000000] {text}\n"]
             t = verdict.judge(console, log("pass.results.log"), EXPECT, 2)
             self.assertTrue(t.problems, text)
@@ -87,6 +89,12 @@ class Verdict(unittest.TestCase):
         self.assertEqual(verdict.find_splats([line]), [])
         kernel = "[    2.000000] general protection fault, probably for non-canonical address 0xdead: 0000 [#1]\n"
         self.assertEqual(len(verdict.find_splats([line, kernel])), 1)
+
+    def test_passed_kunit_tests_are_not_splats(self):
+        lines = ["[    1.000000]     ok 1 rust_doctest_kernel_task_rs_0\n",
+                 "[    1.000000] ok 1 rust_doctests_kernel\n",
+                 "[    1.000000]     ok 2 rust_doctest_kernel_page_rs_1 # SKIP\n"]
+        self.assertEqual(verdict.find_splats(lines), [])
 
     def test_splat_words_in_test_output_do_not_count(self):
         self.assertEqual(verdict.find_splats(log("pass.console.log")), [])
