@@ -142,7 +142,7 @@ check-ci:
 test-rt: linux-for-build
 	@ci/check-rt.sh $(BUILD)/check-rt $(CONFIGS)
 
-check-series: kernel
+check-series: kernel check-man
 	@ci/check-series.sh $(KOUT)/.config
 
 # The draft man pages of the two system calls (see README.md, Man pages).

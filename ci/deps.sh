@@ -22,6 +22,8 @@ pkgs=(
 	git-email
 	# make check-man: mandoc -Tlint, and man/groff for groff's warnings.
 	mandoc man-db groff-base
+	# make check-series: ccache for its C builds, Sphinx for htmldocs.
+	ccache python3-sphinx python3-sphinx-rtd-theme
 )
 
 # Prints nothing (and succeeds) for a package dpkg has never heard of: on a
