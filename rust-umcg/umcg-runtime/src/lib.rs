@@ -472,6 +472,8 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
 pub struct Builder {
     servers: usize,
     preemption: Option<(Duration, libc::c_int)>,
+    /// The signal for time slices, also when chosen before [`Builder::preemption`].
+    preemption_signal: libc::c_int,
     stack_size: usize,
     policy: Box<dyn Policy>,
 }
@@ -481,6 +483,7 @@ impl std::fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("servers", &self.servers)
             .field("preemption", &self.preemption)
+            .field("preemption_signal", &self.preemption_signal)
             .field("stack_size", &self.stack_size)
             .finish()
     }
@@ -498,6 +501,7 @@ impl Builder {
         Builder {
             servers: thread::available_parallelism().map_or(1, |n| n.get()),
             preemption: None,
+            preemption_signal: libc::SIGRTMIN() + 1,
             stack_size: 256 << 10,
             policy: Box::new(Fifo::default()),
         }
@@ -510,18 +514,19 @@ impl Builder {
     }
 
     /// Time slices: a task that runs longer than `slice` without blocking or yielding is
-    /// preempted and queued again. Uses the real-time signal `SIGRTMIN + 1`, which gets a
-    /// handler that does nothing (see [`Builder::preemption_signal`]).
+    /// preempted and queued again. Uses the real-time signal `SIGRTMIN + 1` unless
+    /// [`Builder::preemption_signal`] names another, in either order.
     pub fn preemption(mut self, slice: Duration) -> Self {
-        let signal = self
-            .preemption
-            .map_or_else(|| libc::SIGRTMIN() + 1, |(_, s)| s);
-        self.preemption = Some((slice, signal));
+        self.preemption = Some((slice, self.preemption_signal));
         self
     }
 
-    /// The signal used for time slices.
+    /// The signal used for time slices. While the runtime runs, it has a handler that does
+    /// nothing (see [`umcg::install_preemption_handler`]): [`Builder::build`] fails with
+    /// [`io::ErrorKind::AlreadyExists`] if the application has a handler of its own for it,
+    /// and its previous disposition is restored when the runtime shuts down.
     pub fn preemption_signal(mut self, signal: libc::c_int) -> Self {
+        self.preemption_signal = signal;
         if let Some((_, s)) = &mut self.preemption {
             *s = signal;
         }
@@ -551,9 +556,10 @@ impl Builder {
                 "this kernel does not support UMCG (CONFIG_UMCG=n or an older kernel)",
             ));
         }
-        if let Some((_, signal)) = self.preemption {
-            umcg::install_preemption_handler(signal)?;
-        }
+        let preemption_handler = match self.preemption {
+            Some((_, signal)) => Some(umcg::install_preemption_handler(signal)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             group: Group::new(),
             sched: Mutex::new(Sched {
@@ -582,6 +588,7 @@ impl Builder {
         let mut rt = Runtime {
             shared: shared.clone(),
             threads: Vec::new(),
+            _preemption_handler: preemption_handler,
         };
         let (tx, rx) = mpsc::channel();
         let s = shared.clone();
@@ -623,6 +630,8 @@ impl Builder {
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<thread::JoinHandle<()>>,
+    /// Dropped after `threads` are joined, which the `Drop` of `Runtime` does first.
+    _preemption_handler: Option<umcg::PreemptionHandler>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -853,5 +862,17 @@ mod tests {
         let b = b.preemption_signal(libc::SIGUSR2);
         assert_eq!(b.preemption.map(|p| p.1), Some(libc::SIGUSR2));
         assert_eq!(b.stack_size, 1 << 20);
+    }
+
+    #[test]
+    fn preemption_signal_before_preemption_is_kept() {
+        let b = Builder::new()
+            .preemption_signal(libc::SIGUSR2)
+            .preemption(Duration::from_millis(5));
+        assert_eq!(
+            b.preemption,
+            Some((Duration::from_millis(5), libc::SIGUSR2)),
+            "the signal chosen first must be used"
+        );
     }
 }

@@ -70,7 +70,7 @@ pub use group::Group;
 pub use server::{Event, Server, ServerRef};
 pub use state::{State, TaskState};
 pub use word::{TaskCell, TaskWord};
-pub use worker::{install_preemption_handler, Runnable, Worker, WorkerRef};
+pub use worker::{install_preemption_handler, PreemptionHandler, Runnable, Worker, WorkerRef};
 
 /// Whether the running kernel implements UMCG (see [`sys::is_supported`]).
 pub fn is_supported() -> bool {

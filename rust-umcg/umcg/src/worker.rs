@@ -6,7 +6,7 @@ use crate::sys;
 use crate::word::{TaskCell, TaskWord};
 use std::io;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The calling thread, registered as a UMCG worker of a [`Group`] (see
 /// [`Group::register_worker`]); it unregisters when dropped, handing its server the CPU back.
@@ -103,7 +103,7 @@ impl<T> WorkerRef<T> {
     /// ```no_run
     /// # fn f(w: umcg::WorkerRef<()>) -> std::io::Result<()> {
     /// let signal = libc::SIGRTMIN() + 1;
-    /// umcg::install_preemption_handler(signal)?;
+    /// let _handler = umcg::install_preemption_handler(signal)?;
     /// if w.preempt(signal)? {
     ///     // Its server wakes with Event::Preempted; the worker returns through the idle list.
     /// }
@@ -128,21 +128,98 @@ impl<T> WorkerRef<T> {
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-/// Installs a handler that does nothing for `signal` (with `SA_RESTART`), so that
-/// [`WorkerRef::preempt`] can use it. Preemption needs a signal that is delivered: one whose
-/// disposition is "ignore" would be dropped before the worker sees it.
-pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (it does nothing).
+/// The signals for which [`install_preemption_handler`] installed its handler: how many
+/// [`PreemptionHandler`]s use each, and the disposition to restore when the last is dropped.
+static INSTALLED: Mutex<Vec<Installed>> = Mutex::new(Vec::new());
+
+struct Installed {
+    signal: libc::c_int,
+    users: usize,
+    previous: libc::sigaction,
+}
+
+// SAFETY: `libc::sigaction` is plain data (a handler address, flags and a signal mask); it is
+// only handed back to `sigaction()`.
+unsafe impl Send for Installed {}
+
+fn sigaction(signal: libc::c_int, new: Option<&libc::sigaction>) -> io::Result<libc::sigaction> {
+    // SAFETY: a zeroed sigaction is a valid buffer for the old disposition; `new`, if any, is
+    // a valid sigaction whose handler, `ignore_signal`, is async-signal-safe, or a disposition
+    // that sigaction() gave earlier.
     unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(signal, &sa, std::ptr::null_mut()) != 0 {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        let new = new.map_or(std::ptr::null(), |n| n as *const libc::sigaction);
+        if libc::sigaction(signal, new, &mut old) != 0 {
             return Err(io::Error::last_os_error());
         }
+        Ok(old)
     }
-    Ok(())
+}
+
+/// Installs a handler that does nothing for `signal` (with `SA_RESTART`), so that
+/// [`WorkerRef::preempt`] can use it, for as long as the returned guard lives. Preemption needs
+/// a signal that is delivered: one whose disposition is "ignore" would be dropped before the
+/// worker sees it.
+///
+/// The signal must be left to this crate: if the application installed a handler of its own
+/// for it, that handler stays and the call fails with [`io::ErrorKind::AlreadyExists`]. Guards
+/// for the same signal may coexist (two runtimes, say); when the last one is dropped, the
+/// disposition the signal had before (default or ignored) is restored.
+pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<PreemptionHandler> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = installed.iter_mut().find(|i| i.signal == signal) {
+        i.users += 1;
+        return Ok(PreemptionHandler { signal });
+    }
+    let current = sigaction(signal, None)?;
+    if current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the preemption signal has a handler of the application",
+        ));
+    }
+    // SAFETY: a zeroed sigaction is valid; the mask is then emptied by sigemptyset().
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid signal set to initialize.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    let previous = sigaction(signal, Some(&sa))?;
+    installed.push(Installed {
+        signal,
+        users: 1,
+        previous,
+    });
+    Ok(PreemptionHandler { signal })
+}
+
+/// Keeps the handler of [`install_preemption_handler`] installed; see there.
+#[must_use = "the handler is removed when the guard is dropped"]
+#[derive(Debug)]
+pub struct PreemptionHandler {
+    signal: libc::c_int,
+}
+
+impl PreemptionHandler {
+    /// The signal.
+    pub fn signal(&self) -> libc::c_int {
+        self.signal
+    }
+}
+
+impl Drop for PreemptionHandler {
+    fn drop(&mut self) {
+        let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(idx) = installed.iter().position(|i| i.signal == self.signal) else {
+            return;
+        };
+        installed[idx].users -= 1;
+        if installed[idx].users == 0 {
+            let i = installed.swap_remove(idx);
+            // Restoring a disposition that sigaction() returned cannot fail.
+            let _ = sigaction(self.signal, Some(&i.previous));
+        }
+    }
 }
 
 impl<T> Worker<T> {
@@ -291,5 +368,58 @@ impl<T> Drop for Worker<T> {
         // SAFETY: unregistering passes no pointer.
         let _ = unsafe { sys::umcg_ctl(sys::UMCG_CTL_UNREGISTER, std::ptr::null_mut()) };
         // The server that handles the exit forgets it (it may still need to look it up).
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler_of(signal: libc::c_int) -> usize {
+        // SAFETY: a zeroed sigaction is valid to be filled in by sigaction().
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut sa), 0);
+            sa.sa_sigaction
+        }
+    }
+
+    extern "C" fn foreign_handler(_: libc::c_int) {}
+
+    // Each test uses a signal of its own: dispositions are process-wide and tests run in
+    // parallel.
+    #[test]
+    fn handler_is_restored_when_the_last_user_drops_it() {
+        let signal = libc::SIGRTMIN() + 5;
+        assert_eq!(handler_of(signal), libc::SIG_DFL);
+        let first = install_preemption_handler(signal).expect("install");
+        let second = install_preemption_handler(signal).expect("install twice");
+        assert_ne!(handler_of(signal), libc::SIG_DFL);
+        drop(first);
+        assert_ne!(handler_of(signal), libc::SIG_DFL, "still in use");
+        drop(second);
+        assert_eq!(
+            handler_of(signal),
+            libc::SIG_DFL,
+            "the previous disposition is back"
+        );
+    }
+
+    #[test]
+    fn a_handler_of_the_application_is_not_replaced() {
+        let signal = libc::SIGRTMIN() + 6;
+        // SAFETY: as above; the handler does nothing.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = foreign_handler as extern "C" fn(libc::c_int) as usize;
+            assert_eq!(libc::sigaction(signal, &sa, std::ptr::null_mut()), 0);
+        }
+        let err = install_preemption_handler(signal).expect_err("must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            handler_of(signal),
+            foreign_handler as extern "C" fn(libc::c_int) as usize,
+            "the application's handler stays"
+        );
     }
 }

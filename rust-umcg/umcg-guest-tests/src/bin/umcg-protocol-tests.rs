@@ -328,7 +328,7 @@ fn wake_worker_requeues_it() -> Result<(), String> {
 
 fn preempt_a_spinning_worker() -> Result<(), String> {
     let signal = libc::SIGRTMIN() + 1;
-    umcg::install_preemption_handler(signal).ctx("handler")?;
+    let _handler = umcg::install_preemption_handler(signal).ctx("handler")?;
     let group: Group<()> = Group::new();
     let server = Server::register().ctx("server")?;
     let stop = Arc::new(AtomicBool::new(false));
