@@ -135,6 +135,7 @@ struct Shared {
     work: EventCount,
     /// `shutdown()` sleeps here until the last task finishes.
     done: EventCount,
+    /// Tasks spawned and not finished; [`CLOSED`] once the runtime takes no more.
     live: AtomicUsize,
     next_id: AtomicU64,
     shutdown: AtomicBool,
@@ -157,6 +158,11 @@ struct Shared {
 /// A worker on a server, and since when.
 type Running = (WorkerRef<Slot>, Instant);
 
+/// The bit of `Shared::live` that says the runtime has shut down: set only while no task is
+/// live, after which a spawn is refused. Setting it and counting a new task are
+/// read-modify-writes of the same word, so exactly one of them comes first.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -168,14 +174,33 @@ fn fatal(what: &str, e: io::Error) -> ! {
 }
 
 impl Shared {
-    fn spawn_job(&self, job: Job) {
-        self.live.fetch_add(1, SeqCst);
+    /// Queues `job` as a new task; `false` (and `job` dropped) if the runtime has shut down.
+    fn spawn_job(&self, job: Job) -> bool {
+        if self.live.fetch_add(1, SeqCst) & CLOSED != 0 {
+            self.live.fetch_sub(1, SeqCst);
+            return false;
+        }
         let id = self.next_id.fetch_add(1, SeqCst);
         self.injector.push(Task {
             id,
             kind: TaskKind::New(job),
         });
         self.work.notify_one();
+        true
+    }
+
+    /// The number of tasks spawned and not finished.
+    fn live_tasks(&self) -> usize {
+        self.live.load(SeqCst) & !CLOSED
+    }
+
+    /// Once shutdown was asked for: takes no more tasks if none is live; whether it took none.
+    fn close(&self) -> bool {
+        self.shutdown.load(SeqCst)
+            && match self.live.compare_exchange(0, CLOSED, SeqCst, SeqCst) {
+                Ok(_) => true,
+                Err(v) => v == CLOSED,
+            }
     }
 
     /// A task for a worker that comes back from the idle list.
@@ -255,7 +280,7 @@ impl Shared {
                 }
             }
         }
-        if self.shutdown.load(SeqCst) && self.live.load(SeqCst) == 0 {
+        if self.close() {
             if let Some(r) = s.free.pop() {
                 r.worker().data().exit.store(true, SeqCst);
                 return Some(Some(Next::Run(r)));
@@ -637,7 +662,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("live_tasks", &self.shared.live.load(SeqCst))
+            .field("live_tasks", &self.shared.live_tasks())
             .field("worker_threads", &self.shared.workers_alive.load(SeqCst))
             .finish()
     }
@@ -665,16 +690,22 @@ where
         cv: Condvar::new(),
     });
     let mine = inner.clone();
-    shared.spawn_job(Box::new(move || {
-        let r = panic::catch_unwind(AssertUnwindSafe(f));
+    let queued = shared.spawn_job(Box::new(move || {
+        let r = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::panic);
         *lock(&mine.result) = Some(r);
         mine.cv.notify_all();
     }));
+    if !queued {
+        *lock(&inner.result) = Some(Err(JoinError(JoinErrorKind::Cancelled)));
+    }
     JoinHandle { inner }
 }
 
 impl Handle {
-    /// Runs `f` as a new task.
+    /// Runs `f` as a new task. Once the runtime has shut down (its last task finished after
+    /// [`Runtime::shutdown`] or the drop of the [`Runtime`]), `f` is dropped without running and
+    /// the task's [`JoinHandle::join`] returns an error for which
+    /// [`JoinError::is_cancelled`] is true.
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -726,7 +757,7 @@ impl Runtime {
 
     /// How many tasks were spawned and have not finished.
     pub fn live_tasks(&self) -> usize {
-        self.shared.live.load(SeqCst)
+        self.shared.live_tasks()
     }
 
     /// How many worker threads exist (tasks running or blocked, plus free ones).
@@ -749,7 +780,7 @@ impl Runtime {
         s.shutdown.store(true, SeqCst);
         loop {
             let ticket = s.done.prepare();
-            if s.live.load(SeqCst) == 0 {
+            if s.live_tasks() == 0 {
                 s.done.cancel();
                 break;
             }
@@ -795,9 +826,63 @@ pub fn current_task() -> Option<u64> {
 }
 
 struct JoinInner<T> {
-    result: Mutex<Option<thread::Result<T>>>,
+    result: Mutex<Option<Result<T, JoinError>>>,
     cv: Condvar,
 }
+
+/// Why a task gave no result: it panicked, or it never ran because the runtime had shut down.
+pub struct JoinError(JoinErrorKind);
+
+enum JoinErrorKind {
+    Panic(Box<dyn std::any::Any + Send + 'static>),
+    Cancelled,
+}
+
+impl JoinError {
+    fn panic(payload: Box<dyn std::any::Any + Send + 'static>) -> Self {
+        JoinError(JoinErrorKind::Panic(payload))
+    }
+
+    /// Whether the task never ran: it was spawned after the runtime shut down.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.0, JoinErrorKind::Cancelled)
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.0, JoinErrorKind::Panic(_))
+    }
+
+    /// The payload of the task's panic, or the error itself if it did not panic.
+    pub fn try_into_panic(self) -> Result<Box<dyn std::any::Any + Send + 'static>, JoinError> {
+        match self.0 {
+            JoinErrorKind::Panic(p) => Ok(p),
+            kind => Err(JoinError(kind)),
+        }
+    }
+}
+
+impl std::fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            JoinErrorKind::Panic(_) => f.write_str("JoinError::Panic(..)"),
+            JoinErrorKind::Cancelled => f.write_str("JoinError::Cancelled"),
+        }
+    }
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            JoinErrorKind::Panic(_) => f.write_str("the task panicked"),
+            JoinErrorKind::Cancelled => {
+                f.write_str("the task was spawned after the runtime shut down")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
 
 /// Waits for a task's result.
 pub struct JoinHandle<T> {
@@ -813,15 +898,16 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    /// Waits for the task; `Err` carries the payload of its panic.
+    /// Waits for the task; an error says that it panicked (with the payload of its panic) or
+    /// never ran (spawned after the runtime shut down).
     ///
     /// ```no_run
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let bad = rt.spawn(|| -> u32 { panic!("oops") });
-    /// assert!(bad.join().is_err());
+    /// assert!(bad.join().unwrap_err().is_panic());
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn join(self) -> thread::Result<T> {
+    pub fn join(self) -> Result<T, JoinError> {
         let mut r = lock(&self.inner.result);
         loop {
             if let Some(r) = r.take() {

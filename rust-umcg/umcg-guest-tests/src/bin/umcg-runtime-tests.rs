@@ -100,6 +100,8 @@ fn panic_is_returned_by_join() -> Result<(), String> {
     let bad = rt.spawn(|| -> u32 { panic!("task failed on purpose") });
     let good = rt.spawn(|| 5u32);
     let err = bad.join().expect_err("the panic");
+    check!(err.is_panic() && !err.is_cancelled(), "a panic: {err:?}");
+    let err = err.try_into_panic().map_err(|e| format!("{e:?}"))?;
     let msg = err.downcast_ref::<&str>().copied().unwrap_or("?");
     check!(msg == "task failed on purpose", "payload {msg:?}");
     check!(good.join().ok() == Some(5), "other task");
@@ -304,6 +306,39 @@ fn echo_server_example() -> Result<(), String> {
     run_example("echo_server", &["--self-test", "20"], "20 clients served")
 }
 
+/// A task spawned through a `Handle` after the runtime shut down never runs, and its join
+/// reports that at once instead of waiting for ever; tasks spawned by running tasks while the
+/// runtime shuts down still run.
+fn spawn_after_shutdown_is_cancelled() -> Result<(), String> {
+    let rt = Builder::new().servers(2).build().ctx("build")?;
+    let handle = rt.handle();
+    let h = handle.clone();
+    let parent = rt.spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        h.spawn(|| 7u32)
+    });
+    rt.shutdown();
+    let child = parent.join().map_err(|e| format!("parent: {e:?}"))?;
+    check!(
+        child.join().ok() == Some(7),
+        "a task spawned during shutdown ran"
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let late = handle.spawn(move || r.store(true, SeqCst));
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(late.join());
+    });
+    let res = rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "join of a task spawned after shutdown hangs")?;
+    let err = res.err().ok_or("a task spawned after shutdown ran")?;
+    check!(err.is_cancelled(), "cancelled: {err:?}");
+    check!(!ran.load(SeqCst), "the closure ran");
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -312,6 +347,10 @@ fn main() {
             ("mixed_load", mixed_load),
             ("thousand_blocking_reads", thousand_blocking_reads),
             ("panic_is_returned_by_join", panic_is_returned_by_join),
+            (
+                "spawn_after_shutdown_is_cancelled",
+                spawn_after_shutdown_is_cancelled,
+            ),
             (
                 "shutdown_waits_for_blocked_tasks",
                 shutdown_waits_for_blocked_tasks,
