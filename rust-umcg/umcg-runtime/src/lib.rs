@@ -694,6 +694,12 @@ where
         let r = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::panic);
         *lock(&mine.result) = Some(r);
         mine.cv.notify_all();
+        // If the `JoinHandle` is gone, the result is dropped here, and its `Drop` may panic:
+        // that panic must not unwind out of the job, past the bookkeeping of the worker that
+        // runs it. Its payload is leaked, in case dropping that panics too.
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(mine))) {
+            std::mem::forget(payload);
+        }
     }));
     if !queued {
         *lock(&inner.result) = Some(Err(JoinError(JoinErrorKind::Cancelled)));

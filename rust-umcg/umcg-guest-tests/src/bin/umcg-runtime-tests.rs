@@ -339,6 +339,38 @@ fn spawn_after_shutdown_is_cancelled() -> Result<(), String> {
     Ok(())
 }
 
+/// A result whose `Drop` panics, dropped by the runtime because nobody joins the task, neither
+/// takes the runtime down nor keeps it from shutting down.
+fn result_whose_drop_panics() -> Result<(), String> {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("dropping the result failed on purpose");
+        }
+    }
+    let rt = Builder::new().servers(1).build().ctx("build")?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // The task returns only after its JoinHandle is dropped.
+    drop(rt.spawn(move || {
+        let _ = rx.recv();
+        PanicOnDrop
+    }));
+    tx.send(()).map_err(|_| "send")?;
+    check!(
+        rt.spawn(|| 3u32).join().ok() == Some(3),
+        "the runtime goes on"
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        rt.shutdown();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| "shutdown hangs after a panicking drop")?;
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -351,6 +383,7 @@ fn main() {
                 "spawn_after_shutdown_is_cancelled",
                 spawn_after_shutdown_is_cancelled,
             ),
+            ("result_whose_drop_panics", result_whose_drop_panics),
             (
                 "shutdown_waits_for_blocked_tasks",
                 shutdown_waits_for_blocked_tasks,
