@@ -199,7 +199,8 @@ impl Shared {
         self.shutdown.load(SeqCst)
             && match self.live.compare_exchange(0, CLOSED, SeqCst, SeqCst) {
                 Ok(_) => true,
-                Err(v) => v == CLOSED,
+                // A refused spawn may have the count at `CLOSED + 1` for a moment.
+                Err(v) => v & CLOSED != 0,
             }
     }
 
@@ -889,6 +890,11 @@ impl std::fmt::Display for JoinError {
 }
 
 impl std::error::Error for JoinError {}
+
+// SAFETY: no method that takes `&JoinError` reaches the panic payload (which is only `Send`);
+// it is handed out by value, in `try_into_panic()`. So sharing a `&JoinError` between threads
+// shares nothing that is not `Sync`.
+unsafe impl Sync for JoinError {}
 
 /// Waits for a task's result.
 pub struct JoinHandle<T> {

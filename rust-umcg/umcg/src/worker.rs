@@ -166,25 +166,35 @@ fn sigaction(signal: libc::c_int, new: Option<&libc::sigaction>) -> io::Result<l
 /// for the same signal may coexist (two runtimes, say); when the last one is dropped, the
 /// disposition the signal had before (default or ignored) is restored.
 pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<PreemptionHandler> {
+    let ours = ignore_signal as extern "C" fn(libc::c_int) as usize;
     let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = installed.iter_mut().find(|i| i.signal == signal) {
+        // The application may have changed the disposition since.
+        if sigaction(signal, None)?.sa_sigaction != ours {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the preemption signal's handler was replaced by the application",
+            ));
+        }
         i.users += 1;
         return Ok(PreemptionHandler { signal });
     }
-    let current = sigaction(signal, None)?;
-    if current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN {
+    // SAFETY: a zeroed sigaction is valid; the mask is then emptied by sigemptyset().
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = ours;
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: `sa.sa_mask` is a valid signal set to initialize.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
+    // Install, then look at what was there, so that no handler set in between is lost.
+    let previous = sigaction(signal, Some(&sa))?;
+    if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN {
+        // Putting back a disposition that sigaction() returned cannot fail.
+        let _ = sigaction(signal, Some(&previous));
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "the preemption signal has a handler of the application",
         ));
     }
-    // SAFETY: a zeroed sigaction is valid; the mask is then emptied by sigemptyset().
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = ignore_signal as extern "C" fn(libc::c_int) as usize;
-    sa.sa_flags = libc::SA_RESTART;
-    // SAFETY: `sa.sa_mask` is a valid signal set to initialize.
-    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
-    let previous = sigaction(signal, Some(&sa))?;
     installed.push(Installed {
         signal,
         users: 1,
@@ -216,8 +226,12 @@ impl Drop for PreemptionHandler {
         installed[idx].users -= 1;
         if installed[idx].users == 0 {
             let i = installed.swap_remove(idx);
-            // Restoring a disposition that sigaction() returned cannot fail.
-            let _ = sigaction(self.signal, Some(&i.previous));
+            // Only our own handler is taken away: one that the application installed since
+            // stays. Restoring a disposition that sigaction() returned cannot fail.
+            let ours = ignore_signal as extern "C" fn(libc::c_int) as usize;
+            if sigaction(self.signal, None).is_ok_and(|cur| cur.sa_sigaction == ours) {
+                let _ = sigaction(self.signal, Some(&i.previous));
+            }
         }
     }
 }
@@ -402,6 +416,27 @@ mod tests {
             handler_of(signal),
             libc::SIG_DFL,
             "the previous disposition is back"
+        );
+    }
+
+    #[test]
+    fn a_handler_the_application_installs_meanwhile_stays() {
+        let signal = libc::SIGRTMIN() + 7;
+        let guard = install_preemption_handler(signal).expect("install");
+        let foreign = foreign_handler as extern "C" fn(libc::c_int) as usize;
+        // SAFETY: as above; the handler does nothing.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = foreign;
+            assert_eq!(libc::sigaction(signal, &sa, std::ptr::null_mut()), 0);
+        }
+        let err = install_preemption_handler(signal).expect_err("not ours any more");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        drop(guard);
+        assert_eq!(
+            handler_of(signal),
+            foreign,
+            "the application's handler stays"
         );
     }
 

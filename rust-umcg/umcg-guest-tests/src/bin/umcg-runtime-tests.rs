@@ -339,6 +339,48 @@ fn spawn_after_shutdown_is_cancelled() -> Result<(), String> {
     Ok(())
 }
 
+/// Spawns that race with the end of the runtime: each task either runs or is cancelled, and
+/// shutdown finishes.
+fn spawns_racing_shutdown() -> Result<(), String> {
+    for round in 0..20 {
+        let rt = Builder::new().servers(2).build().ctx("build")?;
+        let handle = rt.handle();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        // Spawns until told to stop, shortly after shutdown began (spawns that never stop
+        // would keep the runtime alive, as documented), and then a few more.
+        let spawner = thread::spawn(move || {
+            let mut joins = Vec::new();
+            while !st.load(SeqCst) {
+                joins.push(handle.spawn(|| 1u32));
+            }
+            for _ in 0..10 {
+                joins.push(handle.spawn(|| 1u32));
+                thread::yield_now();
+            }
+            joins
+        });
+        thread::sleep(Duration::from_millis(5));
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            rt.shutdown();
+            let _ = tx.send(());
+        });
+        thread::sleep(Duration::from_millis(1 + round % 5));
+        stop.store(true, SeqCst);
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| format!("round {round}: shutdown hangs while tasks are spawned"))?;
+        let joins = spawner.join().map_err(|_| "spawner panicked")?;
+        for j in joins {
+            match j.join() {
+                Ok(v) => check!(v == 1, "round {round}: result"),
+                Err(e) => check!(e.is_cancelled(), "round {round}: {e:?}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A result whose `Drop` panics, dropped by the runtime because nobody joins the task, neither
 /// takes the runtime down nor keeps it from shutting down.
 fn result_whose_drop_panics() -> Result<(), String> {
@@ -384,6 +426,7 @@ fn main() {
                 spawn_after_shutdown_is_cancelled,
             ),
             ("result_whose_drop_panics", result_whose_drop_panics),
+            ("spawns_racing_shutdown", spawns_racing_shutdown),
             (
                 "shutdown_waits_for_blocked_tasks",
                 shutdown_waits_for_blocked_tasks,
