@@ -497,8 +497,9 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
 /// ```
 pub struct Builder {
     servers: usize,
-    preemption: Option<(Duration, libc::c_int)>,
-    /// The signal for time slices, also when chosen before [`Builder::preemption`].
+    /// The time slice, if any.
+    preemption: Option<Duration>,
+    /// The signal for time slices.
     preemption_signal: libc::c_int,
     stack_size: usize,
     policy: Box<dyn Policy>,
@@ -543,7 +544,7 @@ impl Builder {
     /// preempted and queued again. Uses the real-time signal `SIGRTMIN + 1` unless
     /// [`Builder::preemption_signal`] names another, in either order.
     pub fn preemption(mut self, slice: Duration) -> Self {
-        self.preemption = Some((slice, self.preemption_signal));
+        self.preemption = Some(slice);
         self
     }
 
@@ -553,9 +554,6 @@ impl Builder {
     /// and its previous disposition is restored when the runtime shuts down.
     pub fn preemption_signal(mut self, signal: libc::c_int) -> Self {
         self.preemption_signal = signal;
-        if let Some((_, s)) = &mut self.preemption {
-            *s = signal;
-        }
         self
     }
 
@@ -571,6 +569,11 @@ impl Builder {
         self
     }
 
+    /// The time slice and its signal, if time slices are on.
+    fn time_slices(&self) -> Option<(Duration, libc::c_int)> {
+        self.preemption.map(|slice| (slice, self.preemption_signal))
+    }
+
     /// Starts the runtime's threads.
     ///
     /// Errors: [`io::ErrorKind::Unsupported`] on a kernel without UMCG; whatever starting
@@ -582,7 +585,8 @@ impl Builder {
                 "this kernel does not support UMCG (CONFIG_UMCG=n or an older kernel)",
             ));
         }
-        let preemption_handler = match self.preemption {
+        let time_slices = self.time_slices();
+        let preemption_handler = match time_slices {
             Some((_, signal)) => Some(umcg::install_preemption_handler(signal)?),
             None => None,
         };
@@ -607,7 +611,7 @@ impl Builder {
             reactor: OnceLock::new(),
             reactor_done: AtomicBool::new(false),
             running: (0..self.servers).map(|_| Mutex::new(None)).collect(),
-            preemption: self.preemption,
+            preemption: time_slices,
             stack_size: self.stack_size,
             worker_threads: Mutex::new(Vec::new()),
         });
@@ -640,7 +644,7 @@ impl Builder {
                 return Err(e);
             }
         }
-        if let Some((slice, signal)) = self.preemption {
+        if let Some((slice, signal)) = time_slices {
             let s = shared.clone();
             rt.threads.push(
                 thread::Builder::new()
@@ -956,9 +960,9 @@ mod tests {
             .preemption(Duration::from_millis(5))
             .stack_size(1 << 20);
         assert_eq!(b.servers, 1, "at least one server");
-        assert_eq!(b.preemption.map(|p| p.0), Some(Duration::from_millis(5)));
+        assert_eq!(b.time_slices().map(|p| p.0), Some(Duration::from_millis(5)));
         let b = b.preemption_signal(libc::SIGUSR2);
-        assert_eq!(b.preemption.map(|p| p.1), Some(libc::SIGUSR2));
+        assert_eq!(b.time_slices().map(|p| p.1), Some(libc::SIGUSR2));
         assert_eq!(b.stack_size, 1 << 20);
     }
 
@@ -968,7 +972,7 @@ mod tests {
             .preemption_signal(libc::SIGUSR2)
             .preemption(Duration::from_millis(5));
         assert_eq!(
-            b.preemption,
+            b.time_slices(),
             Some((Duration::from_millis(5), libc::SIGUSR2)),
             "the signal chosen first must be used"
         );

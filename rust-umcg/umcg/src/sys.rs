@@ -185,6 +185,25 @@ pub fn tgkill(tid: u32, signal: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// `sigaction(2)`: sets `new` (if any) as the disposition of `signal`; returns the previous
+/// one.
+pub(crate) fn sigaction(
+    signal: libc::c_int,
+    new: Option<&libc::sigaction>,
+) -> io::Result<libc::sigaction> {
+    // SAFETY: a zeroed sigaction is a valid buffer for the old disposition, and `new`, if any,
+    // is a valid sigaction. Callers install only async-signal-safe handlers or dispositions
+    // that sigaction() gave them earlier.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        let new = new.map_or(std::ptr::null(), |n| n as *const libc::sigaction);
+        if libc::sigaction(signal, new, &mut old) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(old)
+    }
+}
+
 /// Absolute `CLOCK_REALTIME` nanoseconds `after` from now, for `umcg_wait()`'s timeout.
 pub fn realtime_deadline(after: std::time::Duration) -> u64 {
     let now = std::time::SystemTime::now()

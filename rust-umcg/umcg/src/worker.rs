@@ -138,24 +138,6 @@ struct Installed {
     previous: libc::sigaction,
 }
 
-// SAFETY: `libc::sigaction` is plain data (a handler address, flags and a signal mask); it is
-// only handed back to `sigaction()`.
-unsafe impl Send for Installed {}
-
-fn sigaction(signal: libc::c_int, new: Option<&libc::sigaction>) -> io::Result<libc::sigaction> {
-    // SAFETY: a zeroed sigaction is a valid buffer for the old disposition; `new`, if any, is
-    // a valid sigaction whose handler, `ignore_signal`, is async-signal-safe, or a disposition
-    // that sigaction() gave earlier.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        let new = new.map_or(std::ptr::null(), |n| n as *const libc::sigaction);
-        if libc::sigaction(signal, new, &mut old) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(old)
-    }
-}
-
 /// Installs a handler that does nothing for `signal` (with `SA_RESTART`), so that
 /// [`WorkerRef::preempt`] can use it, for as long as the returned guard lives. Preemption needs
 /// a signal that is delivered: one whose disposition is "ignore" would be dropped before the
@@ -170,7 +152,7 @@ pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<PreemptionH
     let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(i) = installed.iter_mut().find(|i| i.signal == signal) {
         // The application may have changed the disposition since.
-        if sigaction(signal, None)?.sa_sigaction != ours {
+        if sys::sigaction(signal, None)?.sa_sigaction != ours {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "the preemption signal's handler was replaced by the application",
@@ -186,10 +168,10 @@ pub fn install_preemption_handler(signal: libc::c_int) -> io::Result<PreemptionH
     // SAFETY: `sa.sa_mask` is a valid signal set to initialize.
     unsafe { libc::sigemptyset(&mut sa.sa_mask) };
     // Install, then look at what was there, so that no handler set in between is lost.
-    let previous = sigaction(signal, Some(&sa))?;
+    let previous = sys::sigaction(signal, Some(&sa))?;
     if previous.sa_sigaction != libc::SIG_DFL && previous.sa_sigaction != libc::SIG_IGN {
         // Putting back a disposition that sigaction() returned cannot fail.
-        let _ = sigaction(signal, Some(&previous));
+        let _ = sys::sigaction(signal, Some(&previous));
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "the preemption signal has a handler of the application",
@@ -229,8 +211,8 @@ impl Drop for PreemptionHandler {
             // Only our own handler is taken away: one that the application installed since
             // stays. Restoring a disposition that sigaction() returned cannot fail.
             let ours = ignore_signal as extern "C" fn(libc::c_int) as usize;
-            if sigaction(self.signal, None).is_ok_and(|cur| cur.sa_sigaction == ours) {
-                let _ = sigaction(self.signal, Some(&i.previous));
+            if sys::sigaction(self.signal, None).is_ok_and(|cur| cur.sa_sigaction == ours) {
+                let _ = sys::sigaction(self.signal, Some(&i.previous));
             }
         }
     }
