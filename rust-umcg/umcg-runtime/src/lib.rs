@@ -38,65 +38,91 @@
 //! - A *reactor* thread, itself a UMCG server, is the group's idle server: the kernel wakes it
 //!   whenever it queues a worker that woke up (or was preempted), and it moves those workers to
 //!   the run queue. Servers with nothing to run sleep on a futex.
-//! - A worker can be stopped anywhere (it blocks, faults or is preempted) and then needs a
-//!   server to run again, so workers never take a lock that servers take: they hand new tasks
-//!   and wake-ups to the servers through lock-free structures.
+//! - A worker can be stopped anywhere (it blocks, faults or is preempted, maybe inside the C
+//!   library's allocator, holding its lock) and then needs a server to run again. So the
+//!   scheduling path of servers and the reactor takes no lock that a worker may hold and never
+//!   allocates or frees memory: new tasks are linked through their own nodes (allocated by the
+//!   spawner, freed by the worker that runs them), the queues of workers have room for every
+//!   worker thread before the thread starts, and worker threads are started, joined and freed
+//!   by a *keeper* thread that is not a server.
+//! - A new task runs on a free worker thread if there is one. Otherwise the keeper starts a
+//!   thread for it: at once while there are fewer than two worker threads per server, and
+//!   otherwise if the task is still waiting after a short grace period (a worker that finishes
+//!   meanwhile takes it). So, without a cap ([`Builder::max_worker_threads`]), every task gets a
+//!   thread of its own when it needs one, and a program that completes with one thread per
+//!   task completes here too. Worker threads idle for longer than the keep-alive
+//!   ([`Builder::keep_alive`]) exit.
 //! - Time slices are optional ([`Builder::preemption`]): a timer thread preempts a task that
 //!   ran longer than its slice, with `UMCG_TF_PREEMPTED` and a signal.
 //! - [`Runtime::shutdown`] (and dropping the runtime) waits for every task, including those
 //!   still blocked, then stops every thread.
 //!
-//! A panic in a task is caught and returned by [`JoinHandle::join`].
+//! # What tasks see
 //!
-//! Limitation: servers allocate memory when the run queue grows or when they start a worker
-//! thread. A worker stopped while it holds a lock of the C library's allocator can make such
-//! a server wait until that worker runs again on another server.
+//! - A task is a thread: thread-locals are those of its worker thread, which runs other tasks
+//!   before and after it (a thread-local set by a task may be seen by a later task).
+//! - Blocking is free: `std::sync` locks and channels, `read()`, `sleep()` and any other system
+//!   call block only the task. [`JoinHandle::join`] blocks the caller likewise.
+//! - [`yield_now`] gives the server to the next ready task; `std::thread::yield_now()` does
+//!   not: the kernel sees a worker that keeps running.
+//! - With time slices, a task may be interrupted by the preemption signal at any point: system
+//!   calls that are never restarted after a signal handler (`poll()`, `epoll_wait()`,
+//!   `select()`, `nanosleep()`, see signal(7)) then fail with `EINTR`, as they can in any
+//!   program that handles signals. The signal is sent only after a successful
+//!   RUNNING -> RUNNING|PREEMPTED compare-and-exchange on a task that ran longer than its slice.
+//!
+//! A panic in a task is caught and returned by [`JoinHandle::join`].
 
 mod policy;
 mod sync;
 
-pub use policy::{Fifo, Lifo, Policy, Task};
+pub use policy::{Fifo, Lifo, Policy};
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::thread;
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
-use sync::{EventCount, Injector};
+use sync::{EventCount, Injector, NewQueue, NewTask};
 use umcg::{Event, Group, Runnable, Server, ServerRef, Worker, WorkerRef};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-pub(crate) enum TaskKind {
-    New(Job),
-    Resume(Runnable<Slot>),
-}
-
-impl std::fmt::Debug for TaskKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TaskKind::New(_) => f.write_str("New"),
-            TaskKind::Resume(r) => write!(f, "Resume({})", r.worker().tid()),
-        }
-    }
-}
-
 /// What a worker thread carries in its UMCG cell.
-#[derive(Default)]
 pub(crate) struct Slot {
-    /// The next task, set by the server that hands it to this (free) worker.
-    job: Mutex<Option<(u64, Job)>>,
+    /// The thread, for the keeper to join it once it exits.
+    thread: ThreadId,
+    /// The next task, set by the server that hands it to this (free) worker, taken and freed
+    /// by the worker.
+    job: AtomicPtr<NewTask>,
     /// The task it runs.
     task: AtomicU64,
     /// Finished its task, waits for another.
     free: AtomicBool,
-    /// Told to leave (shutdown).
+    /// Not free yet since it started: counted in `Shared::starting`.
+    fresh: AtomicBool,
+    /// Told to leave (shutdown, or idle for too long).
     exit: AtomicBool,
-    /// Counted in `Shared::blocked`: it blocked and has not been queued again yet.
-    blocked: AtomicBool,
+    /// How many servers hold a reference to it in `Shared::run()`; the keeper drops the last
+    /// reference of an exited worker only when none does, so that no server frees its cell.
+    in_run: AtomicUsize,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            thread: thread::current().id(),
+            job: AtomicPtr::new(std::ptr::null_mut()),
+            task: AtomicU64::new(0),
+            free: AtomicBool::new(false),
+            fresh: AtomicBool::new(true),
+            exit: AtomicBool::new(false),
+            in_run: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl std::fmt::Debug for Slot {
@@ -109,54 +135,148 @@ impl std::fmt::Debug for Slot {
     }
 }
 
-/// The scheduler state that only servers (and the reactor) touch.
+/// The scheduler state that only servers, the reactor and the keeper touch: none of them is a
+/// worker, so none is stopped while it holds the lock until a server runs it.
+///
+/// # Invariants
+///
+/// `resume`, `free` and `exited` each have room for every worker thread (`workers_alive`), so
+/// that pushing to them never allocates: a worker is in at most one of them at a time, and the
+/// keeper makes room before it starts a thread.
 struct Sched {
-    queue: Box<dyn Policy>,
-    /// New tasks that wait for a worker thread, oldest first.
-    pending: VecDeque<(u64, Job)>,
-    /// Worker threads without a task.
-    free: Vec<Runnable<Slot>>,
+    /// Readiness numbers, for the order between resumed workers and new tasks.
+    seq: u64,
+    lifo: bool,
+    /// Workers to run again (woken, yielded or preempted), with their readiness numbers.
+    resume: VecDeque<(u64, Runnable<Slot>)>,
+    /// New tasks.
+    new: NewQueue,
+    /// Worker threads without a task, most recently freed at the back, and since when.
+    free: VecDeque<(Instant, Runnable<Slot>)>,
+    /// Workers that exited, for the keeper to join and free.
+    exited: Vec<WorkerRef<Slot>>,
 }
 
-/// What a server does next.
-enum Next {
-    /// Run this worker (resumed, or free and given a task, or told to leave).
-    Run(Runnable<Slot>),
-    /// Start a worker thread for this new task.
-    Start(u64, Job),
+impl Sched {
+    fn push_resume(&mut self, r: Runnable<Slot>) {
+        debug_assert!(self.resume.len() < self.resume.capacity());
+        self.seq += 1;
+        self.resume.push_back((self.seq, r));
+    }
+
+    fn pop_resume(&mut self) -> Option<Runnable<Slot>> {
+        if self.lifo {
+            self.resume.pop_back()
+        } else {
+            self.resume.pop_front()
+        }
+        .map(|(_, r)| r)
+    }
+
+    /// Whether the next new task goes before the next resumed worker.
+    fn new_first(&self) -> bool {
+        let resume = if self.lifo {
+            self.resume.back()
+        } else {
+            self.resume.front()
+        };
+        match (self.new.peek_seq(), resume.map(|r| r.0)) {
+            (Some(n), Some(r)) => (n > r) == self.lifo,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
+    /// Makes room for `n` workers in the queues of workers. Called by the keeper, which
+    /// allocates outside the lock: `make` and `drop` happen with `guard` released.
+    fn reserve(shared: &Shared, n: usize) {
+        let short =
+            |s: &Sched| s.resume.capacity() < n || s.free.capacity() < n || s.exited.capacity() < n;
+        if !short(&lock(&shared.sched)) {
+            return;
+        }
+        let cap = n.max(16).next_power_of_two();
+        let mut resume = VecDeque::with_capacity(cap);
+        let mut free = VecDeque::with_capacity(cap);
+        let mut exited = Vec::with_capacity(cap);
+        {
+            let mut s = lock(&shared.sched);
+            if s.resume.capacity() < n {
+                resume.extend(s.resume.drain(..));
+                std::mem::swap(&mut s.resume, &mut resume);
+            }
+            if s.free.capacity() < n {
+                free.extend(s.free.drain(..));
+                std::mem::swap(&mut s.free, &mut free);
+            }
+            if s.exited.capacity() < n {
+                exited.append(&mut s.exited);
+                std::mem::swap(&mut s.exited, &mut exited);
+            }
+        }
+        // The old (empty) buffers are freed here, outside the lock.
+    }
 }
 
 struct Shared {
     group: Group<Slot>,
     sched: Mutex<Sched>,
     /// New tasks, from any thread.
-    injector: Injector<Task>,
+    injector: Injector,
     /// Servers with nothing to run sleep here.
     work: EventCount,
     /// `shutdown()` sleeps here until the last task finishes.
     done: EventCount,
+    /// The keeper sleeps here.
+    keeper: EventCount,
+    /// Set when a server asks the keeper for a thread; cleared by the keeper.
+    keeper_poked: AtomicBool,
     /// Tasks spawned and not finished; [`CLOSED`] once the runtime takes no more.
     live: AtomicUsize,
     next_id: AtomicU64,
     shutdown: AtomicBool,
     finished: AtomicBool,
+    /// Worker threads started and not exited (those starting included).
     workers_alive: AtomicUsize,
-    /// Workers that blocked and have not come back yet.
-    blocked: AtomicUsize,
-    /// At most this many workers that are not blocked: more would only wait for a server.
-    max_unblocked: usize,
+    /// Worker threads started that have not become free yet.
+    starting: AtomicUsize,
+    /// New tasks queued by servers and not handed to a worker yet.
+    waiting_new: AtomicUsize,
+    /// Copies of the lengths of `Sched::free` and `Sched::resume`, for the keeper and metrics.
+    free_workers: AtomicUsize,
+    queued: AtomicUsize,
+    /// Workers on a server right now.
+    on_server: AtomicUsize,
+    /// Worker threads that could not be started.
+    start_failures: AtomicU64,
+    threads_started: AtomicU64,
+    servers: usize,
     servers_left: AtomicUsize,
+    max_workers: Option<usize>,
+    keep_alive: Duration,
+    grace: Duration,
     reactor: OnceLock<ServerRef>,
     reactor_done: AtomicBool,
     /// The worker each server runs and since when, for time slices.
     running: Vec<Mutex<Option<Running>>>,
     preemption: Option<(Duration, libc::c_int)>,
     stack_size: usize,
-    worker_threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// The runtime's threads and its signal handler, when the runtime was dropped by one of its
+    /// own tasks: the keeper joins and drops them once everything else has ended.
+    detached: Mutex<Option<Detached>>,
 }
 
-/// A worker on a server, and since when.
-type Running = (WorkerRef<Slot>, Instant);
+struct Detached {
+    threads: Vec<thread::JoinHandle<()>>,
+    _preemption_handler: Option<umcg::PreemptionHandler>,
+}
+
+/// A worker on a server: which, the server's TID, and since when.
+struct Running {
+    worker: WorkerRef<Slot>,
+    server: u32,
+    since: Instant,
+}
 
 /// The bit of `Shared::live` that says the runtime has shut down: set only while no task is
 /// live, after which a spawn is refused. Setting it and counting a new task are
@@ -168,9 +288,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Fatal: the runtime cannot go on without breaking the protocol or losing tasks.
-fn fatal(what: &str, e: io::Error) -> ! {
+fn fatal(what: &str, e: &dyn std::fmt::Display) -> ! {
     eprintln!("umcg-runtime: {what}: {e}");
     std::process::abort()
+}
+
+/// Whether the preemptor should preempt the worker of a server record: it has run for its
+/// whole slice on that server, and it still runs there (the record may be stale: the worker may
+/// have blocked and moved to another server meanwhile, where its slice has just begun).
+fn slice_is_over(since: Instant, now: Instant, slice: Duration, recorded: u32, named: u32) -> bool {
+    recorded == named && now.saturating_duration_since(since) >= slice
 }
 
 impl Shared {
@@ -181,10 +308,7 @@ impl Shared {
             return false;
         }
         let id = self.next_id.fetch_add(1, SeqCst);
-        self.injector.push(Task {
-            id,
-            kind: TaskKind::New(job),
-        });
+        self.injector.push(NewTask::new(id, job));
         self.work.notify_one();
         true
     }
@@ -204,34 +328,16 @@ impl Shared {
             }
     }
 
-    /// A task for a worker that comes back from the idle list.
-    fn resume(&self, r: Runnable<Slot>) -> Task {
-        let d = r.worker().data();
-        if d.blocked.swap(false, SeqCst) {
-            self.blocked.fetch_sub(1, SeqCst);
-        }
-        Task {
-            id: d.task.load(SeqCst),
-            kind: TaskKind::Resume(r),
-        }
-    }
-
-    /// Whether a new worker thread may start: not while enough workers that are not blocked
-    /// exist, since they will take the task as soon as they are free.
-    fn may_start_worker(&self) -> bool {
-        let alive = self.workers_alive.load(SeqCst);
-        alive.saturating_sub(self.blocked.load(SeqCst)) < self.max_unblocked
-    }
-
     fn task_done(&self) {
         if self.live.fetch_sub(1, SeqCst) == 1 {
             self.done.notify_all();
             self.work.notify_all();
+            self.keeper.notify_all();
         }
     }
 
-    /// What a server does next; `None` once the runtime has shut down.
-    fn next(&self) -> Option<Next> {
+    /// The worker a server runs next; `None` once the runtime has shut down.
+    fn next(&self) -> Option<Runnable<Slot>> {
         loop {
             let ticket = self.work.prepare();
             if let Some(next) = self.pick() {
@@ -242,145 +348,180 @@ impl Shared {
         }
     }
 
-    /// Gives the oldest pending new task (or `new`, if none is pending) a free worker or a new
-    /// worker thread if it may; otherwise leaves it pending.
-    fn place_new(&self, s: &mut Sched, new: Option<(u64, Job)>) -> Option<Next> {
-        if let Some(n) = new {
-            s.pending.push_back(n);
+    /// How many more worker threads the waiting new tasks need.
+    fn threads_needed(&self) -> usize {
+        let have = self.free_workers.load(SeqCst) + self.starting.load(SeqCst);
+        self.waiting_new.load(SeqCst).saturating_sub(have)
+    }
+
+    /// `Some(next)` if there is something to do now (`Some(None)`: the runtime is done).
+    fn pick(&self) -> Option<Option<Runnable<Slot>>> {
+        let mut guard = lock(&self.sched);
+        let s = &mut *guard;
+        let n = self.injector.take_into(&mut s.new, &mut s.seq);
+        if n > 0 {
+            self.waiting_new.fetch_add(n, SeqCst);
         }
-        if let Some(r) = s.free.pop() {
-            let (id, job) = s.pending.pop_front().expect("a pending task");
-            *lock(&r.worker().data().job) = Some((id, job));
-            return Some(Next::Run(r));
+        // New tasks without a worker: the keeper starts threads for them (even while this server
+        // keeps running other tasks: those may never let it go).
+        if !s.new.is_empty() && self.threads_needed() > 0 && !self.keeper_poked.swap(true, SeqCst) {
+            self.keeper.notify_one();
         }
-        if self.may_start_worker() {
-            let (id, job) = s.pending.pop_front().expect("a pending task");
-            return Some(Next::Start(id, job));
+        if !s.new.is_empty() && !s.free.is_empty() && s.new_first() {
+            return Some(Some(self.hand_new_task(s)));
+        }
+        if let Some(r) = s.pop_resume() {
+            self.queued.fetch_sub(1, SeqCst);
+            return Some(Some(r));
+        }
+        if !s.new.is_empty() && !s.free.is_empty() {
+            return Some(Some(self.hand_new_task(s)));
+        }
+        let closed = self.close();
+        // A free worker idle for too long (or any, once the runtime is done) leaves.
+        let retire = match s.free.front() {
+            Some(_) if closed => true,
+            Some((since, _)) => since.elapsed() >= self.keep_alive,
+            None => false,
+        };
+        if retire {
+            let (_, r) = s.free.pop_front().expect("a free worker");
+            self.free_workers.fetch_sub(1, SeqCst);
+            r.worker().data().exit.store(true, SeqCst);
+            return Some(Some(r));
+        }
+        if closed && self.workers_alive.load(SeqCst) == 0 {
+            self.finished.store(true, SeqCst);
+            self.work.notify_all();
+            self.keeper.notify_all();
+            return Some(None);
         }
         None
     }
 
-    /// `Some(next)` if there is something to do now (or `Some(None)`: the runtime is done).
-    fn pick(&self) -> Option<Option<Next>> {
-        let mut s = lock(&self.sched);
-        self.injector.take_all(|t| s.queue.push(t));
-        // New tasks that no worker could take wait in `pending`, oldest first, until a worker
-        // is free or blocks; then they go before the policy's queue.
-        if !s.pending.is_empty() {
-            if let Some(next) = self.place_new(&mut s, None) {
-                return Some(Some(next));
-            }
-        }
-        while let Some(t) = s.queue.pop() {
-            match t.kind {
-                TaskKind::Resume(r) => return Some(Some(Next::Run(r))),
-                TaskKind::New(job) => {
-                    if let Some(next) = self.place_new(&mut s, Some((t.id, job))) {
-                        return Some(Some(next));
-                    }
-                }
-            }
-        }
-        if self.close() {
-            if let Some(r) = s.free.pop() {
-                r.worker().data().exit.store(true, SeqCst);
-                return Some(Some(Next::Run(r)));
-            }
-            if self.workers_alive.load(SeqCst) == 0 {
-                self.finished.store(true, SeqCst);
-                self.work.notify_all();
-                return Some(None);
-            }
-        }
-        None
+    /// Gives the next new task to the most recently freed worker.
+    fn hand_new_task(&self, s: &mut Sched) -> Runnable<Slot> {
+        let task = s.new.pop().expect("a new task");
+        let (_, r) = s.free.pop_back().expect("a free worker");
+        self.free_workers.fetch_sub(1, SeqCst);
+        self.waiting_new.fetch_sub(1, SeqCst);
+        let d = r.worker().data();
+        d.task.store(task.id, SeqCst);
+        d.free.store(false, SeqCst);
+        d.job.store(Box::into_raw(task), SeqCst);
+        r
+    }
+
+    /// Queues workers that the kernel queued on the idle list. Allocates nothing.
+    fn take_idle(&self, s: &mut Sched) -> usize {
+        let mut n = 0;
+        self.group.take_idle_each(|r| {
+            s.push_resume(r);
+            n += 1;
+        });
+        self.queued.fetch_add(n, SeqCst);
+        n
     }
 
     fn run(&self, server: &Server, idx: usize, r: Runnable<Slot>) {
+        let in_run: *const AtomicUsize = &r.worker().data().in_run;
+        // SAFETY: the worker's cell is alive: `r` holds it.
+        unsafe { &*in_run }.fetch_add(1, SeqCst);
+        self.run_counted(server, idx, r);
+        // SAFETY: the references this server held are gone, but the cell is still alive: until
+        // this count drops, the worker thread's own guard (before it exits) or the keeper (after
+        // it exited) holds it, and the keeper drops its reference only once the count is 0.
+        unsafe { &*in_run }.fetch_sub(1, SeqCst);
+    }
+
+    fn run_counted(&self, server: &Server, idx: usize, r: Runnable<Slot>) {
+        let worker = r.worker().clone();
         if self.preemption.is_some() {
-            *lock(&self.running[idx]) = Some((r.worker().clone(), Instant::now()));
+            *lock(&self.running[idx]) = Some(Running {
+                worker: worker.clone(),
+                server: server.tid(),
+                since: Instant::now(),
+            });
         }
+        self.on_server.fetch_add(1, SeqCst);
         let ev = server.run(&self.group, r);
+        self.on_server.fetch_sub(1, SeqCst);
         if self.preemption.is_some() {
             *lock(&self.running[idx]) = None;
         }
         match ev {
             Ok(Event::Yielded(r)) => {
                 let d = r.worker().data();
+                let mut s = lock(&self.sched);
                 if d.free.load(SeqCst) {
-                    lock(&self.sched).free.push(r);
-                    if self.shutdown.load(SeqCst) {
-                        self.work.notify_all();
+                    if d.fresh.swap(false, SeqCst) {
+                        self.starting.fetch_sub(1, SeqCst);
+                    }
+                    debug_assert!(s.free.len() < s.free.capacity());
+                    s.free.push_back((Instant::now(), r));
+                    self.free_workers.fetch_add(1, SeqCst);
+                    if !s.new.is_empty() || self.shutdown.load(SeqCst) {
+                        self.work.notify_one();
                     }
                 } else {
-                    let id = d.task.load(SeqCst);
-                    lock(&self.sched).queue.push(Task {
-                        id,
-                        kind: TaskKind::Resume(r),
-                    });
+                    s.push_resume(r);
+                    self.queued.fetch_add(1, SeqCst);
                 }
             }
             // Back through the idle list and the reactor.
-            Ok(Event::Blocked(w)) => {
-                if !w.data().blocked.swap(true, SeqCst) {
-                    self.blocked.fetch_add(1, SeqCst);
-                }
-            }
+            Ok(Event::Blocked(_)) => {}
             // Preempted in user space, it is on the idle list already, and the kernel woke
             // only this server: queue it here.
             Ok(Event::Preempted(_)) => {
-                let woken = self.group.take_idle();
-                if !woken.is_empty() {
-                    let mut s = lock(&self.sched);
-                    for r in woken {
-                        let t = self.resume(r);
-                        s.queue.push(t);
-                    }
-                }
+                let mut s = lock(&self.sched);
+                self.take_idle(&mut s);
             }
-            Ok(Event::Exited(_)) => {
+            Ok(Event::Exited(w)) => {
+                lock(&self.sched).exited.push(w);
                 self.workers_alive.fetch_sub(1, SeqCst);
+                self.keeper.notify_one();
                 self.work.notify_all();
             }
-            Err(e) => fatal("server", e),
+            Err(e) => fatal("server", &e),
         }
-    }
-
-    fn start_worker(self: &Arc<Self>, id: u64, job: Job) {
-        self.workers_alive.fetch_add(1, SeqCst);
-        let shared = self.clone();
-        let t = thread::Builder::new()
-            .name("umcg-worker".into())
-            .stack_size(self.stack_size)
-            .spawn(move || worker_main(shared, id, job));
-        match t {
-            Ok(t) => lock(&self.worker_threads).push(t),
-            Err(e) => fatal("cannot start a worker thread", e),
-        }
+        drop(worker);
     }
 }
 
 thread_local! {
     static CURRENT: Cell<*const Worker<Slot>> = const { Cell::new(std::ptr::null()) };
+    /// The runtime of the task that the thread runs.
+    static RUNTIME: RefCell<Option<Handle>> = const { RefCell::new(None) };
 }
 
-fn worker_main(shared: Arc<Shared>, id: u64, job: Job) {
-    let slot = Slot {
-        job: Mutex::new(Some((id, job))),
-        task: AtomicU64::new(id),
-        ..Slot::default()
-    };
+fn worker_main(shared: Arc<Shared>) {
     // Returns once a server runs it.
-    let w = match shared.group.register_worker(slot) {
+    let w = match shared.group.register_worker(Slot::new()) {
         Ok(w) => w,
-        Err(e) => fatal("cannot register a worker", e),
+        Err(e) => {
+            eprintln!("umcg-runtime: cannot register a worker: {e}");
+            shared.starting.fetch_sub(1, SeqCst);
+            shared.workers_alive.fetch_sub(1, SeqCst);
+            shared.start_failures.fetch_add(1, SeqCst);
+            shared.keeper.notify_one();
+            shared.work.notify_all();
+            return;
+        }
     };
     CURRENT.with(|c| c.set(&w));
+    RUNTIME.with(|r| {
+        *r.borrow_mut() = Some(Handle {
+            shared: shared.clone(),
+        })
+    });
     let d = w.data();
     loop {
-        let next = lock(&d.job).take();
-        if let Some((id, job)) = next {
-            d.task.store(id, SeqCst);
-            d.free.store(false, SeqCst);
+        let job = d.job.swap(std::ptr::null_mut(), SeqCst);
+        if !job.is_null() {
+            // SAFETY: a server made the task with `Box::into_raw()` and handed it to this
+            // worker alone, through the exchange above.
+            let task = unsafe { Box::from_raw(job) };
+            let NewTask { job, .. } = *task;
             job();
             shared.task_done();
         }
@@ -389,34 +530,26 @@ fn worker_main(shared: Arc<Shared>, id: u64, job: Job) {
         }
         d.free.store(true, SeqCst);
         if let Err(e) = w.yield_now() {
-            fatal("worker", e);
-        }
-        if d.exit.load(SeqCst) {
-            break;
+            fatal("worker", &e);
         }
     }
+    RUNTIME.with(|r| r.borrow_mut().take());
     CURRENT.with(|c| c.set(std::ptr::null()));
     drop(w);
-    drop(shared);
 }
 
 fn server_main(shared: Arc<Shared>, idx: usize, ready: mpsc::Sender<io::Result<()>>) {
     let server = match Server::register() {
-        Ok(s) => {
-            let _ = ready.send(Ok(()));
-            s
-        }
+        Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    while let Some(next) = shared.next() {
-        match next {
-            Next::Run(r) => shared.run(&server, idx, r),
-            // It comes back through the idle list once registered.
-            Next::Start(id, job) => shared.start_worker(id, job),
-        }
+    shared.servers_left.fetch_add(1, SeqCst);
+    let _ = ready.send(Ok(()));
+    while let Some(r) = shared.next() {
+        shared.run(&server, idx, r);
     }
     if shared.servers_left.fetch_sub(1, SeqCst) == 1 {
         // The last server out wakes the reactor, which sleeps as the idle server.
@@ -439,29 +572,19 @@ fn reactor_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
     };
     let _ = shared.reactor.set(server.handle());
     let _ = ready.send(Ok(()));
-    let mut woken = Vec::with_capacity(1024);
     loop {
-        shared.group.take_idle_into(&mut woken);
-        if !woken.is_empty() {
-            let n = woken.len();
-            {
-                let mut s = lock(&shared.sched);
-                for r in woken.drain(..) {
-                    let t = shared.resume(r);
-                    s.queue.push(t);
-                }
-            }
-            if n == 1 {
-                shared.work.notify_one();
-            } else {
-                shared.work.notify_all();
-            }
+        let n = shared.take_idle(&mut lock(&shared.sched));
+        match n {
+            0 => {}
+            1 => shared.work.notify_one(),
+            _ => shared.work.notify_all(),
         }
         if shared.finished.load(SeqCst) {
             break;
         }
-        if let Err(e) = shared.group.park(&server, None) {
-            fatal("reactor", e);
+        // The timeout only matters when no server is left to wake it (a build() that failed).
+        if let Err(e) = shared.group.park(&server, Some(Duration::from_millis(100))) {
+            fatal("reactor", &e);
         }
     }
     shared.reactor_done.store(true, SeqCst);
@@ -471,12 +594,130 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
     let tick = (slice / 2).max(Duration::from_millis(1));
     while !shared.finished.load(SeqCst) {
         thread::sleep(tick);
+        let now = Instant::now();
         for r in &shared.running {
-            if let Some((w, since)) = &*lock(r) {
-                if since.elapsed() >= slice {
-                    let _ = w.preempt(signal);
+            if let Some(run) = &*lock(r) {
+                let named = run.worker.server_tid();
+                if slice_is_over(run.since, now, slice, run.server, named) {
+                    let _ = run.worker.preempt(signal);
                 }
             }
+        }
+    }
+}
+
+/// Starts worker threads when tasks need them, joins and frees those that exited, and, if the
+/// runtime was dropped by one of its tasks, finishes it. Not a UMCG task: it may wait for the
+/// allocator or anything else without stopping a server.
+fn keeper_main(shared: Arc<Shared>) {
+    let mut threads: HashMap<ThreadId, thread::JoinHandle<()>> = HashMap::new();
+    let warm = 2 * shared.servers;
+    let mut need_since: Option<Instant> = None;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let ticket = shared.keeper.prepare();
+        shared.keeper_poked.store(false, SeqCst);
+        reap(&shared, &mut threads);
+        if shared.finished.load(SeqCst) {
+            shared.keeper.cancel();
+            break;
+        }
+        let alive = shared.workers_alive.load(SeqCst);
+        let below_cap = shared.max_workers.is_none_or(|m| alive < m);
+        let mut timeout = None;
+        if shared.threads_needed() > 0 && below_cap && !shared.shutdown_done() {
+            let since = *need_since.get_or_insert_with(Instant::now);
+            let waited = since.elapsed();
+            if alive < warm || waited >= shared.grace + backoff {
+                shared.keeper.cancel();
+                if start_worker(&shared, &mut threads) {
+                    backoff = Duration::ZERO;
+                } else {
+                    // Out of memory or threads: try again later, the task waits.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    need_since = Some(Instant::now());
+                }
+                continue;
+            }
+            timeout = Some(shared.grace + backoff - waited);
+        } else {
+            need_since = None;
+        }
+        // Wake a server when the oldest free worker's keep-alive runs out.
+        if shared.free_workers.load(SeqCst) > 0 {
+            let t = shared.keep_alive.max(Duration::from_millis(10));
+            timeout = Some(timeout.map_or(t, |x: Duration| x.min(t)));
+            shared.keeper.wait(ticket, timeout);
+            shared.work.notify_one();
+        } else {
+            shared.keeper.wait(ticket, timeout);
+        }
+    }
+    // Every worker has exited; wait for their threads.
+    reap(&shared, &mut threads);
+    for (_, t) in threads.drain() {
+        let _ = t.join();
+    }
+    let detached = lock(&shared.detached).take();
+    if let Some(d) = detached {
+        for t in d.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Whether the runtime is done with new threads: shut down with no task left.
+    fn shutdown_done(&self) -> bool {
+        self.live.load(SeqCst) & CLOSED != 0
+    }
+}
+
+/// Joins the threads of exited workers and drops the last references to their cells.
+fn reap(shared: &Shared, threads: &mut HashMap<ThreadId, thread::JoinHandle<()>>) {
+    let cap = shared
+        .workers_alive
+        .load(SeqCst)
+        .max(16)
+        .next_power_of_two();
+    let mut exited = Vec::with_capacity(cap);
+    std::mem::swap(&mut lock(&shared.sched).exited, &mut exited);
+    for w in exited {
+        if let Some(t) = threads.remove(&w.data().thread) {
+            let _ = t.join();
+        }
+        // A server that ran it may still hold a reference for a moment.
+        while w.data().in_run.load(SeqCst) != 0 {
+            thread::sleep(Duration::from_micros(100));
+        }
+        drop(w);
+    }
+}
+
+/// Starts a worker thread (which registers and becomes free); `false` if it cannot start.
+fn start_worker(
+    shared: &Arc<Shared>,
+    threads: &mut HashMap<ThreadId, thread::JoinHandle<()>>,
+) -> bool {
+    let alive = shared.workers_alive.fetch_add(1, SeqCst) + 1;
+    Sched::reserve(shared, alive);
+    shared.starting.fetch_add(1, SeqCst);
+    let s = shared.clone();
+    let t = thread::Builder::new()
+        .name("umcg-worker".into())
+        .stack_size(shared.stack_size)
+        .spawn(move || worker_main(s));
+    match t {
+        Ok(t) => {
+            shared.threads_started.fetch_add(1, SeqCst);
+            threads.insert(t.thread().id(), t);
+            true
+        }
+        Err(_) => {
+            shared.starting.fetch_sub(1, SeqCst);
+            shared.workers_alive.fetch_sub(1, SeqCst);
+            shared.start_failures.fetch_add(1, SeqCst);
+            false
         }
     }
 }
@@ -490,8 +731,10 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
 /// let rt = Builder::new()
 ///     .servers(4)
 ///     .preemption(Duration::from_millis(10))
-///     .policy(Lifo::default())
+///     .policy(Lifo)
 ///     .stack_size(128 << 10)
+///     .max_worker_threads(1000)
+///     .keep_alive(Duration::from_secs(5))
 ///     .build()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -502,7 +745,9 @@ pub struct Builder {
     /// The signal for time slices.
     preemption_signal: libc::c_int,
     stack_size: usize,
-    policy: Box<dyn Policy>,
+    lifo: bool,
+    max_workers: Option<usize>,
+    keep_alive: Duration,
 }
 
 impl std::fmt::Debug for Builder {
@@ -512,6 +757,9 @@ impl std::fmt::Debug for Builder {
             .field("preemption", &self.preemption)
             .field("preemption_signal", &self.preemption_signal)
             .field("stack_size", &self.stack_size)
+            .field("lifo", &self.lifo)
+            .field("max_worker_threads", &self.max_workers)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }
@@ -523,14 +771,17 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// One server per CPU, FIFO, no time slices, 256 KiB worker stacks.
+    /// One server per CPU, FIFO, no time slices, 256 KiB worker stacks, no cap on worker
+    /// threads, a keep-alive of 10 s.
     pub fn new() -> Self {
         Builder {
             servers: thread::available_parallelism().map_or(1, |n| n.get()),
             preemption: None,
             preemption_signal: libc::SIGRTMIN() + 1,
             stack_size: 256 << 10,
-            policy: Box::new(Fifo::default()),
+            lifo: false,
+            max_workers: None,
+            keep_alive: Duration::from_secs(10),
         }
     }
 
@@ -565,7 +816,22 @@ impl Builder {
 
     /// The run-queue policy.
     pub fn policy(mut self, policy: impl Policy) -> Self {
-        self.policy = Box::new(policy);
+        self.lifo = policy.lifo();
+        self
+    }
+
+    /// At most `n` worker threads (at least 1). At the cap, a new task waits in the run queue
+    /// until a worker thread finishes its task: like a fixed-size thread pool, tasks that wait
+    /// for tasks still queued behind them can then wait for ever. No cap by default.
+    pub fn max_worker_threads(mut self, n: usize) -> Self {
+        self.max_workers = Some(n.max(1));
+        self
+    }
+
+    /// How long a worker thread without a task waits for one before it exits (10 s by
+    /// default).
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.keep_alive = d;
         self
     }
 
@@ -577,7 +843,7 @@ impl Builder {
     /// Starts the runtime's threads.
     ///
     /// Errors: [`io::ErrorKind::Unsupported`] on a kernel without UMCG; whatever starting
-    /// threads or registering them returns.
+    /// threads or registering them returns. Nothing is left running after an error.
     pub fn build(self) -> io::Result<Runtime> {
         if !umcg::is_supported() {
             return Err(io::Error::new(
@@ -593,64 +859,51 @@ impl Builder {
         let shared = Arc::new(Shared {
             group: Group::new(),
             sched: Mutex::new(Sched {
-                queue: self.policy,
-                pending: VecDeque::new(),
-                free: Vec::new(),
+                seq: 0,
+                lifo: self.lifo,
+                resume: VecDeque::with_capacity(64),
+                new: NewQueue::new(self.lifo),
+                free: VecDeque::with_capacity(64),
+                exited: Vec::with_capacity(64),
             }),
             injector: Injector::new(),
             work: EventCount::default(),
             done: EventCount::default(),
+            keeper: EventCount::default(),
+            keeper_poked: AtomicBool::new(false),
             live: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             workers_alive: AtomicUsize::new(0),
-            blocked: AtomicUsize::new(0),
-            max_unblocked: 2 * self.servers,
-            servers_left: AtomicUsize::new(self.servers),
+            starting: AtomicUsize::new(0),
+            waiting_new: AtomicUsize::new(0),
+            free_workers: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            on_server: AtomicUsize::new(0),
+            start_failures: AtomicU64::new(0),
+            threads_started: AtomicU64::new(0),
+            servers: self.servers,
+            servers_left: AtomicUsize::new(0),
+            max_workers: self.max_workers,
+            keep_alive: self.keep_alive,
+            grace: Duration::from_millis(1),
             reactor: OnceLock::new(),
             reactor_done: AtomicBool::new(false),
             running: (0..self.servers).map(|_| Mutex::new(None)).collect(),
             preemption: time_slices,
             stack_size: self.stack_size,
-            worker_threads: Mutex::new(Vec::new()),
+            detached: Mutex::new(None),
         });
         let mut rt = Runtime {
             shared: shared.clone(),
             threads: Vec::new(),
+            keeper: None,
             _preemption_handler: preemption_handler,
         };
-        let (tx, rx) = mpsc::channel();
-        let s = shared.clone();
-        let t = tx.clone();
-        rt.threads.push(
-            thread::Builder::new()
-                .name("umcg-reactor".into())
-                .spawn(move || reactor_main(s, t))?,
-        );
-        rx.recv().map_err(io::Error::other)??;
-        for idx in 0..self.servers {
-            let s = shared.clone();
-            let t = tx.clone();
-            rt.threads.push(
-                thread::Builder::new()
-                    .name(format!("umcg-server-{idx}"))
-                    .spawn(move || server_main(s, idx, t))?,
-            );
-        }
-        for _ in 0..self.servers {
-            if let Err(e) = rx.recv().map_err(io::Error::other)? {
-                rt.shutdown_inner();
-                return Err(e);
-            }
-        }
-        if let Some((slice, signal)) = time_slices {
-            let s = shared.clone();
-            rt.threads.push(
-                thread::Builder::new()
-                    .name("umcg-preempt".into())
-                    .spawn(move || preemptor_main(s, slice, signal))?,
-            );
+        if let Err(e) = rt.start(self.servers, time_slices) {
+            rt.shutdown_inner();
+            return Err(e);
         }
         Ok(rt)
     }
@@ -660,6 +913,7 @@ impl Builder {
 pub struct Runtime {
     shared: Arc<Shared>,
     threads: Vec<thread::JoinHandle<()>>,
+    keeper: Option<thread::JoinHandle<()>>,
     /// Dropped after `threads` are joined, which the `Drop` of `Runtime` does first.
     _preemption_handler: Option<umcg::PreemptionHandler>,
 }
@@ -667,9 +921,55 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("live_tasks", &self.shared.live_tasks())
-            .field("worker_threads", &self.shared.workers_alive.load(SeqCst))
+            .field("metrics", &self.metrics())
             .finish()
+    }
+}
+
+/// A snapshot of a runtime's counters ([`Runtime::metrics`], [`Handle::metrics`]). The
+/// counters are read one after the other while the runtime runs: they need not add up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Tasks spawned and not finished.
+    pub live_tasks: usize,
+    /// Worker threads (with a task, free, or starting).
+    pub worker_threads: usize,
+    /// Worker threads without a task.
+    pub free_workers: usize,
+    /// Tasks ready to run again (woken, yielded or preempted), waiting for a server.
+    pub queued: usize,
+    /// New tasks waiting for a worker thread.
+    pub waiting_for_thread: usize,
+    /// Tasks on a server right now.
+    pub running: usize,
+    /// Tasks blocked in the kernel (worker threads with a task that are neither running nor
+    /// queued).
+    pub blocked: usize,
+    /// Worker threads started since the runtime was built.
+    pub threads_started: u64,
+    /// Worker threads that could not be started (their tasks waited for another).
+    pub thread_start_failures: u64,
+}
+
+impl Shared {
+    fn metrics(&self) -> Metrics {
+        let worker_threads = self.workers_alive.load(SeqCst);
+        let free_workers = self.free_workers.load(SeqCst);
+        let queued = self.queued.load(SeqCst);
+        let running = self.on_server.load(SeqCst);
+        let starting = self.starting.load(SeqCst);
+        Metrics {
+            live_tasks: self.live_tasks(),
+            worker_threads,
+            free_workers,
+            queued,
+            waiting_for_thread: self.waiting_new.load(SeqCst),
+            running,
+            blocked: worker_threads.saturating_sub(free_workers + queued + running + starting),
+            threads_started: self.threads_started.load(SeqCst),
+            thread_start_failures: self.start_failures.load(SeqCst),
+        }
     }
 }
 
@@ -724,6 +1024,49 @@ impl Handle {
     {
         spawn_on(&self.shared, f)
     }
+
+    /// The runtime of the task that calls it, if the caller is a task.
+    ///
+    /// ```no_run
+    /// let rt = umcg_runtime::Runtime::new()?;
+    /// let t = rt.spawn(|| {
+    ///     let me = umcg_runtime::Handle::try_current().expect("in a task");
+    ///     me.spawn(|| 1).join().unwrap() + 1
+    /// });
+    /// assert_eq!(t.join().unwrap(), 2);
+    /// assert!(umcg_runtime::Handle::try_current().is_none());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_current() -> Option<Handle> {
+        RUNTIME.with(|r| r.borrow().clone())
+    }
+
+    /// The runtime of the task that calls it.
+    ///
+    /// # Panics
+    ///
+    /// If the caller is not a task of a runtime (see [`Handle::try_current`]).
+    pub fn current() -> Handle {
+        Self::try_current().expect("umcg_runtime::Handle::current() called outside of a task")
+    }
+
+    /// The runtime's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics()
+    }
+}
+
+/// Runs `f` as a new task of the runtime of the calling task ([`Handle::current`]).
+///
+/// # Panics
+///
+/// If the caller is not a task of a runtime.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Handle::current().spawn(f)
 }
 
 impl Runtime {
@@ -737,6 +1080,66 @@ impl Runtime {
     /// ```
     pub fn new() -> io::Result<Runtime> {
         Builder::new().build()
+    }
+
+    /// Starts the keeper, the reactor, the servers and the preemptor, in that order.
+    fn start(
+        &mut self,
+        servers: usize,
+        time_slices: Option<(Duration, libc::c_int)>,
+    ) -> io::Result<()> {
+        let shared = &self.shared;
+        let s = shared.clone();
+        self.keeper = Some(
+            thread::Builder::new()
+                .name("umcg-keeper".into())
+                .spawn(move || keeper_main(s))?,
+        );
+        let (tx, rx) = mpsc::channel();
+        let (s, t) = (shared.clone(), tx.clone());
+        self.threads.push(
+            thread::Builder::new()
+                .name("umcg-reactor".into())
+                .spawn(move || reactor_main(s, t))?,
+        );
+        rx.recv().map_err(io::Error::other)??;
+        let mut started = 0;
+        let mut failed = None;
+        for idx in 0..servers {
+            let (s, t) = (shared.clone(), tx.clone());
+            match thread::Builder::new()
+                .name(format!("umcg-server-{idx}"))
+                .spawn(move || server_main(s, idx, t))
+            {
+                Ok(t) => {
+                    self.threads.push(t);
+                    started += 1;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        for _ in 0..started {
+            match rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(e) => failed = failed.or(Some(io::Error::other(e))),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Some((slice, signal)) = time_slices {
+            let s = shared.clone();
+            self.threads.push(
+                thread::Builder::new()
+                    .name("umcg-preempt".into())
+                    .spawn(move || preemptor_main(s, slice, signal))?,
+            );
+        }
+        Ok(())
     }
 
     /// Runs `f` as a new task. It may block in any system call: only the task waits.
@@ -776,19 +1179,46 @@ impl Runtime {
         self.shared.workers_alive.load(SeqCst)
     }
 
+    /// The runtime's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.shared.metrics()
+    }
+
     /// Waits for every task (blocked ones included) to finish, then stops all threads.
     ///
-    /// Must not be called from a task of this runtime.
+    /// Called by a task of this runtime (which cannot wait for itself), it returns at once
+    /// instead: the runtime takes no new task once its last task has finished, and its threads
+    /// then exit on their own.
     pub fn shutdown(mut self) {
         self.shutdown_inner();
     }
 
+    /// Whether the calling thread runs a task of this runtime.
+    fn called_from_own_task(&self) -> bool {
+        RUNTIME.with(|r| {
+            r.borrow()
+                .as_ref()
+                .is_some_and(|h| Arc::ptr_eq(&h.shared, &self.shared))
+        })
+    }
+
     fn shutdown_inner(&mut self) {
-        if self.threads.is_empty() {
+        let Some(keeper) = self.keeper.take() else {
             return;
-        }
+        };
         let s = &self.shared;
         s.shutdown.store(true, SeqCst);
+        if self.called_from_own_task() {
+            // The keeper finishes the job once the last task (this one among them) is done.
+            *lock(&s.detached) = Some(Detached {
+                threads: std::mem::take(&mut self.threads),
+                _preemption_handler: self._preemption_handler.take(),
+            });
+            s.work.notify_all();
+            s.keeper.notify_all();
+            drop(keeper);
+            return;
+        }
         loop {
             let ticket = s.done.prepare();
             if s.live_tasks() == 0 {
@@ -798,13 +1228,16 @@ impl Runtime {
             s.done.wait(ticket, None);
         }
         s.work.notify_all();
+        if s.servers_left.load(SeqCst) == 0 {
+            // No server started (a build() that failed): nobody else ends the runtime.
+            s.close();
+            s.finished.store(true, SeqCst);
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let workers = std::mem::take(&mut *lock(&s.worker_threads));
-        for t in workers {
-            let _ = t.join();
-        }
+        s.keeper.notify_all();
+        let _ = keeper.join();
     }
 }
 
@@ -825,7 +1258,7 @@ pub fn yield_now() {
     // SAFETY: `CURRENT` points to the worker guard on this thread's stack in `worker_main()`,
     // which outlives every task it runs.
     if let Err(e) = unsafe { &*w }.yield_now() {
-        fatal("yield", e);
+        fatal("yield", &e);
     }
 }
 
@@ -976,5 +1409,38 @@ mod tests {
             Some((Duration::from_millis(5), libc::SIGUSR2)),
             "the signal chosen first must be used"
         );
+    }
+
+    /// The preemptor preempts only a worker that still runs on the server whose record says
+    /// since when: a record is stale once its worker blocked and another server runs it.
+    #[test]
+    fn a_stale_record_preempts_nothing() {
+        let slice = Duration::from_millis(10);
+        let since = Instant::now();
+        let later = since + Duration::from_millis(11);
+        assert!(slice_is_over(since, later, slice, 7, 7));
+        assert!(!slice_is_over(
+            since,
+            since + Duration::from_millis(9),
+            slice,
+            7,
+            7
+        ));
+        assert!(
+            !slice_is_over(since, later, slice, 7, 8),
+            "it runs on another server now, its slice there just begun"
+        );
+        assert!(!slice_is_over(since, later, slice, 7, 0), "no server");
+    }
+
+    #[test]
+    fn builder_thread_policy() {
+        let b = Builder::new()
+            .max_worker_threads(0)
+            .keep_alive(Duration::from_secs(1));
+        assert_eq!(b.max_workers, Some(1), "at least one worker thread");
+        assert_eq!(b.keep_alive, Duration::from_secs(1));
+        assert!(Builder::new().max_workers.is_none(), "no cap by default");
+        assert!(Builder::new().policy(Lifo).lifo && !Builder::new().policy(Fifo).lifo);
     }
 }

@@ -1,42 +1,60 @@
-//! Lock-free pieces that workers use to talk to servers.
+//! The pieces that workers use to talk to servers, and the run queue of new tasks.
 //!
 //! A worker may be stopped at any instruction (it blocks, faults, or is preempted) and then
 //! waits for a server to run it again. So a worker must never hold a lock that a server or the
-//! reactor needs: everything a worker hands to the scheduler goes through these.
+//! reactor needs, and neither may a server wait for the C library's allocator, whose locks a
+//! stopped worker may hold: everything a worker hands to the scheduler goes through these, and
+//! none of them allocates or frees memory on the server's side.
 
+use crate::Job;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::SeqCst};
 
-/// A multi-producer stack that the consumer empties at once: workers and other threads push,
-/// servers take everything.
-#[derive(Debug)]
-pub(crate) struct Injector<T> {
-    head: AtomicPtr<Node<T>>,
+/// A task that has not run yet. The spawner allocates it, servers only link it (through the
+/// [`Injector`] and a [`NewQueue`]) and hand it to a worker, and that worker frees it: no
+/// server allocates or frees one.
+pub(crate) struct NewTask {
+    pub(crate) id: u64,
+    /// Its place in the order of readiness, set when a server queues it.
+    pub(crate) seq: u64,
+    pub(crate) job: Job,
+    next: *mut NewTask,
 }
 
-#[derive(Debug)]
-struct Node<T> {
-    value: T,
-    next: *mut Node<T>,
+impl NewTask {
+    pub(crate) fn new(id: u64, job: Job) -> Box<Self> {
+        Box::new(NewTask {
+            id,
+            seq: 0,
+            job,
+            next: ptr::null_mut(),
+        })
+    }
 }
 
-// SAFETY: values move between threads through the stack; nodes are owned by it.
-unsafe impl<T: Send> Send for Injector<T> {}
-// SAFETY: as above; every access to a node is by its single owner of the moment.
-unsafe impl<T: Send> Sync for Injector<T> {}
+/// A multi-producer stack of new tasks that a server empties at once: any thread pushes (a
+/// compare-and-exchange), a server takes everything into its [`NewQueue`].
+#[derive(Debug)]
+pub(crate) struct Injector {
+    head: AtomicPtr<NewTask>,
+}
 
-impl<T> Injector<T> {
+// SAFETY: the stack owns its nodes (boxes given up by `push()`), whose jobs are `Send`; a node
+// is reached only by the thread that pushes it, before it is published, or by the thread whose
+// exchange took the whole stack.
+unsafe impl Send for Injector {}
+// SAFETY: as above.
+unsafe impl Sync for Injector {}
+
+impl Injector {
     pub(crate) fn new() -> Self {
         Injector {
             head: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
-    pub(crate) fn push(&self, value: T) {
-        let node = Box::into_raw(Box::new(Node {
-            value,
-            next: ptr::null_mut(),
-        }));
+    pub(crate) fn push(&self, task: Box<NewTask>) {
+        let node = Box::into_raw(task);
         let mut head = self.head.load(SeqCst);
         loop {
             // SAFETY: the node is ours until the exchange publishes it.
@@ -48,35 +66,118 @@ impl<T> Injector<T> {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.load(SeqCst).is_null()
-    }
-
-    /// Everything pushed so far, oldest first.
-    pub(crate) fn take_all(&self, mut f: impl FnMut(T)) {
+    /// Moves everything pushed so far to the back of `queue`, oldest first, numbering the tasks
+    /// from `*seq` on. Allocates and frees nothing. Returns how many it moved.
+    pub(crate) fn take_into(&self, queue: &mut NewQueue, seq: &mut u64) -> usize {
         let mut node = self.head.swap(ptr::null_mut(), SeqCst);
-        let mut reversed: *mut Node<T> = ptr::null_mut();
+        // The stack is newest first: reverse it.
+        let mut reversed: *mut NewTask = ptr::null_mut();
+        let mut n = 0;
         while !node.is_null() {
-            // SAFETY: the exchange made the whole chain ours.
+            // SAFETY: the exchange made the whole chain ours; each node came from
+            // `Box::into_raw()` in `push()` and is visited once.
             let next = unsafe { (*node).next };
             // SAFETY: as above.
             unsafe { (*node).next = reversed };
             reversed = node;
             node = next;
+            n += 1;
         }
         while !reversed.is_null() {
-            // SAFETY: each node was made by `Box::into_raw` and is visited once.
-            let b = unsafe { Box::from_raw(reversed) };
-            reversed = b.next;
-            f(b.value);
+            // SAFETY: as above: ours, from `Box::into_raw()`, taken back once.
+            let mut task = unsafe { Box::from_raw(reversed) };
+            reversed = task.next;
+            *seq += 1;
+            task.seq = *seq;
+            queue.push(task);
         }
+        n
     }
 }
 
-impl<T> Drop for Injector<T> {
+impl Drop for Injector {
     fn drop(&mut self) {
-        self.take_all(drop);
+        let mut q = NewQueue::new(false);
+        self.take_into(&mut q, &mut 0);
+    }
+}
+
+/// The servers' queue of new tasks, linked through the tasks themselves: pushing and popping
+/// allocate and free nothing. First in, first out, or last in, first out.
+pub(crate) struct NewQueue {
+    lifo: bool,
+    head: *mut NewTask,
+    tail: *mut NewTask,
+    len: usize,
+}
+
+// SAFETY: the queue owns its nodes (boxes given up by `push()`), whose jobs are `Send`.
+unsafe impl Send for NewQueue {}
+
+impl NewQueue {
+    pub(crate) fn new(lifo: bool) -> Self {
+        NewQueue {
+            lifo,
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The readiness number of the task that `pop()` would return.
+    pub(crate) fn peek_seq(&self) -> Option<u64> {
+        // SAFETY: a non-null head is a node the queue owns.
+        (!self.head.is_null()).then(|| unsafe { (*self.head).seq })
+    }
+
+    pub(crate) fn push(&mut self, task: Box<NewTask>) {
+        let node = Box::into_raw(task);
+        // SAFETY: `node` is ours, and `head`/`tail` are null or nodes the queue owns.
+        unsafe {
+            if self.lifo || self.head.is_null() {
+                (*node).next = self.head;
+                if self.head.is_null() {
+                    self.tail = node;
+                }
+                self.head = node;
+            } else {
+                (*node).next = ptr::null_mut();
+                (*self.tail).next = node;
+                self.tail = node;
+            }
+        }
+        self.len += 1;
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Box<NewTask>> {
+        if self.head.is_null() {
+            return None;
+        }
+        // SAFETY: the head is a node the queue owns, from `Box::into_raw()` in `push()`; it
+        // leaves the queue here, once.
+        let mut task = unsafe { Box::from_raw(self.head) };
+        self.head = task.next;
+        if self.head.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        task.next = ptr::null_mut();
+        self.len -= 1;
+        Some(task)
+    }
+}
+
+impl Drop for NewQueue {
+    fn drop(&mut self) {
+        while self.pop().is_some() {}
     }
 }
 
@@ -149,6 +250,10 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn job() -> Job {
+        Box::new(|| {})
+    }
+
     #[test]
     fn injector_is_fifo_and_loses_nothing() {
         let inj = Arc::new(Injector::new());
@@ -157,28 +262,71 @@ mod tests {
                 let inj = inj.clone();
                 std::thread::spawn(move || {
                     for i in 0..1000 {
-                        inj.push(t * 1000 + i);
+                        inj.push(NewTask::new(t * 1000 + i, job()));
                     }
                 })
             })
             .collect();
-        let mut got = Vec::new();
-        while got.len() < 4000 {
-            inj.take_all(|v| got.push(v));
+        let mut q = NewQueue::new(false);
+        let mut seq = 0;
+        while q.len() < 4000 {
+            inj.take_into(&mut q, &mut seq);
         }
         for t in threads {
             t.join().unwrap();
         }
-        inj.take_all(|v| got.push(v));
-        assert_eq!(got.len(), 4000);
+        assert_eq!(inj.take_into(&mut q, &mut seq), 0);
+        assert_eq!(q.len(), 4000);
+        let got: Vec<(u64, u64)> = std::iter::from_fn(|| q.pop().map(|t| (t.id, t.seq))).collect();
+        assert!(
+            got.windows(2).all(|w| w[0].1 + 1 == w[1].1),
+            "numbered in order"
+        );
         for t in 0..4 {
-            let mine: Vec<u64> = got.iter().copied().filter(|v| v / 1000 == t).collect();
+            let mine: Vec<u64> = got.iter().map(|g| g.0).filter(|v| v / 1000 == t).collect();
+            assert_eq!(mine.len(), 1000);
             assert!(
                 mine.windows(2).all(|w| w[0] < w[1]),
                 "per-producer order kept"
             );
         }
-        assert!(inj.is_empty());
+        assert!(q.is_empty() && q.pop().is_none());
+    }
+
+    #[test]
+    fn new_queue_orders() {
+        for lifo in [false, true] {
+            let mut q = NewQueue::new(lifo);
+            for i in 1..=3 {
+                let mut t = NewTask::new(i, job());
+                t.seq = i;
+                q.push(t);
+            }
+            assert_eq!(q.peek_seq(), Some(if lifo { 3 } else { 1 }));
+            let order: Vec<u64> = std::iter::from_fn(|| q.pop().map(|t| t.id)).collect();
+            assert_eq!(order, if lifo { [3, 2, 1] } else { [1, 2, 3] });
+            // Refilled after being emptied.
+            q.push(NewTask::new(9, job()));
+            assert_eq!(q.pop().map(|t| t.id), Some(9));
+            assert_eq!(q.len(), 0);
+        }
+        // What is left is freed with the queue.
+        let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut q = NewQueue::new(false);
+        for _ in 0..3 {
+            let d = dropped.clone();
+            let guard = Guard(d);
+            q.push(NewTask::new(0, Box::new(move || drop(guard))));
+        }
+        drop(q);
+        assert_eq!(dropped.load(SeqCst), 3);
+    }
+
+    struct Guard(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub(crate) mod mark {
     ///
     /// [`Runnable`]: crate::Runnable
     pub const SWITCHED: u8 = 3;
+    /// The worker was made RUNNING without a server ([`Server::wake_worker`]) and waits for
+    /// the kernel to queue it: it must not be preempted.
+    ///
+    /// [`Server::wake_worker`]: crate::Server::wake_worker
+    pub const WOKEN: u8 = 4;
+    /// In a server's word: IDLE while the worker it runs has its CPU.
+    pub const SERVING: u8 = 5;
 }
 
 pub(crate) struct GroupInner<T> {
@@ -111,7 +118,7 @@ impl<T> Group<T> {
             .store(&self.inner.head as *const AtomicU64 as u64, SeqCst);
         cell.word()
             .set_idle_server_tid_ptr(&self.inner.slot as *const AtomicU32 as u64);
-        self.workers().insert(tid, Arc::downgrade(&cell));
+        self.insert_worker(tid, Arc::downgrade(&cell));
         // SAFETY: the cell is kept alive by the returned guard, which unregisters on drop (or
         // by a leaked Arc if the guard is leaked); the cell never moves.
         let res = unsafe {
@@ -129,6 +136,32 @@ impl<T> Group<T> {
 
     fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<TaskCell<T>>>> {
         self.inner.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a worker to the registry. The registry's lock is never held across an allocation
+    /// (servers take it, and the allocator's locks may be held by a stopped worker): a bigger
+    /// table is made outside of it when needed.
+    fn insert_worker(&self, tid: u32, cell: Weak<TaskCell<T>>) {
+        loop {
+            let mut map = self.workers();
+            if map.len() < map.capacity() || map.contains_key(&tid) {
+                let old = map.insert(tid, cell);
+                drop(map);
+                // An entry left by an exited thread with the same TID: freed outside the lock.
+                drop(old);
+                return;
+            }
+            let want = (map.capacity() * 2).max(16);
+            drop(map);
+            let mut bigger = HashMap::with_capacity(want);
+            let mut map = self.workers();
+            if map.capacity() < want {
+                bigger.extend(map.drain());
+                std::mem::swap(&mut *map, &mut bigger);
+            }
+            drop(map);
+            // The old table is freed here, outside the lock.
+        }
     }
 
     /// Drops the registry entry of an exited worker (unless the TID is in use again).
@@ -156,12 +189,17 @@ impl<T> Group<T> {
         self.inner.head.load(SeqCst) != 0
     }
 
-    /// Like [`Group::take_idle`], appending to `out` (which allocates nothing if `out` has room:
-    /// a scheduler that must not allocate here, because a worker may be stopped while it holds
-    /// an allocator lock, keeps a buffer of its own).
+    /// Like [`Group::take_idle`], appending to `out` (which allocates nothing if `out` has room).
     pub fn take_idle_into(&self, out: &mut Vec<Runnable<T>>) {
+        self.take_idle_each(|r| out.push(r));
+    }
+
+    /// Like [`Group::take_idle`], calling `f` with each worker, oldest first. Allocates and
+    /// frees nothing: for a scheduler that must not, because a worker may be stopped while it
+    /// holds a lock of the allocator.
+    pub fn take_idle_each(&self, mut f: impl FnMut(Runnable<T>)) {
         // SAFETY: by the type invariant every node is the idle-list field of a live cell.
-        unsafe { idle::take_each(&self.inner.head, |node| out.push(Self::runnable(node))) };
+        unsafe { idle::take_each(&self.inner.head, |node| f(Self::runnable(node))) };
     }
 
     fn runnable(node: u64) -> Runnable<T> {

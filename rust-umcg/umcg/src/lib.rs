@@ -59,6 +59,7 @@
 
 pub mod sys;
 
+mod error;
 mod group;
 mod idle;
 mod server;
@@ -66,6 +67,7 @@ mod state;
 mod word;
 mod worker;
 
+pub use error::Error;
 pub use group::Group;
 pub use server::{Event, Server, ServerRef};
 pub use state::{State, TaskState};

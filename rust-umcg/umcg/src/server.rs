@@ -1,5 +1,6 @@
 //! Servers: the threads that run workers.
 
+use crate::error::Error;
 use crate::group::{mark, Group};
 use crate::state::{State, TaskState};
 use crate::sys;
@@ -47,6 +48,7 @@ impl ServerRef {
 
 /// Why [`Server::run`] returned: what became of the worker that had the CPU last.
 #[derive(Debug)]
+#[must_use = "a Yielded event holds the only right to run its worker"]
 pub enum Event<T> {
     /// It yielded: it is IDLE, not on the idle list, and the caller decides when it runs again.
     Yielded(Runnable<T>),
@@ -149,7 +151,7 @@ impl Server {
     fn go_idle(&self) -> io::Result<()> {
         self.word()
             .transition(TaskState::Running, State::new(TaskState::Idle))
-            .map_err(|s| io::Error::other(format!("server {} is {s:?}, not RUNNING", self.tid())))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
     }
 
     /// Becomes RUNNING again unless someone already made it so.
@@ -159,6 +161,35 @@ impl Server {
             .transition(TaskState::Idle, State::new(TaskState::Running));
     }
 
+    /// RUNNING to IDLE with the [`mark::SERVING`] mark: waiting for the worker it runs. The
+    /// mark keeps [`Server::wake`] and [`Server::switch_to`] of other servers from making it
+    /// RUNNING while its worker runs (a preemption of the worker would then find no IDLE
+    /// server, and the kernel would kill the process).
+    fn serve(&self) -> Result<(), State> {
+        let word = self.word();
+        let mut cur = word.state();
+        loop {
+            if cur.task_state() != TaskState::Running || cur.locked() {
+                return Err(cur);
+            }
+            let serving = State::new(TaskState::Idle).with_user_bits(mark::SERVING);
+            match word.cas(cur, serving) {
+                Ok(()) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Done serving: plain RUNNING, whoever made it RUNNING (its worker, the kernel, or itself
+    /// now). Only once the worker is no longer RUNNING.
+    fn done_serving(&self) {
+        let word = self.word();
+        let mut cur = word.state();
+        while let Err(now) = word.cas(cur, State::new(TaskState::Running)) {
+            cur = now;
+        }
+    }
+
     /// Looks at `w`, which this server ran, to see what became of it.
     ///
     /// RUNNING|LOCKED is a transition in flight: a server (or a worker switching to `w`) is
@@ -166,7 +197,10 @@ impl Server {
     /// out. Any state seen after it implies the server pointer set before the unlock.
     fn look_at<T>(&self, w: &WorkerRef<T>) -> Seen {
         let s = w.word().state_unlocked_from(TaskState::Running);
-        classify(s, std::ptr::eq(w.cell().server(), self.word()))
+        classify(
+            s,
+            std::ptr::eq(w.cell().server_addr(), Arc::as_ptr(&self.cell)),
+        )
     }
 
     /// Runs `worker` on this server's CPU until it yields, blocks, is preempted or exits.
@@ -176,34 +210,32 @@ impl Server {
     /// the worker switches to another worker meanwhile, the server goes on with that one, and
     /// the event is about whichever worker had the CPU last.
     ///
+    /// Once the worker has the CPU, this returns only when it no longer runs: the server stays
+    /// IDLE for as long as its worker is RUNNING, which is what the kernel needs to preempt the
+    /// worker (see [`WorkerRef::preempt`]).
+    ///
     /// A worker is free to run from the moment it is unlocked, so it may be done and gone
     /// before this server's `umcg_wait()` names it (`ESRCH`): its state then says how it left,
     /// as after any wake-up.
     ///
-    /// Errors: the worker is not IDLE (it was made RUNNING by someone else); an error of
-    /// `umcg_wait()` other than that `ESRCH`. The server is RUNNING again in every case.
-    pub fn run<T>(&self, group: &Group<T>, worker: Runnable<T>) -> io::Result<Event<T>> {
-        let w = worker.into_worker();
-        self.go_idle()?;
-        // A yielding or switching worker is IDLE|LOCKED until the kernel unlocks it in its
-        // umcg_wait(): wait that out.
-        loop {
-            let cur = w.word().state_unlocked_from(TaskState::Idle);
-            if cur.task_state() != TaskState::Idle || cur.locked() {
-                self.go_running();
-                return Err(io::Error::other(format!(
-                    "worker {} is {cur:?}, not IDLE",
-                    w.tid()
-                )));
-            }
-            if w.word()
-                .cas(cur, State::new(TaskState::Running).with_locked(true))
-                .is_ok()
-            {
-                break;
-            }
+    /// A worker that has just yielded may still be IDLE|LOCKED (the kernel unlocks it in its
+    /// `umcg_wait()`): that is waited out.
+    ///
+    /// Errors, with the [`Runnable`] given back: the server is not RUNNING
+    /// ([`Error::CallerNotRunning`]), or the worker is not IDLE ([`Error::NotIdle`]). The server
+    /// is RUNNING again when this returns.
+    pub fn run<T>(&self, group: &Group<T>, worker: Runnable<T>) -> Result<Event<T>, Error<T>> {
+        if let Err(s) = self.serve() {
+            return Err(Error::CallerNotRunning(worker, s));
         }
-        w.cell().set_server(self.word());
+        let w = match claim(worker, State::new(TaskState::Running).with_locked(true)) {
+            Ok(w) => w,
+            Err(e) => {
+                self.done_serving();
+                return Err(e);
+            }
+        };
+        w.cell().set_server(&self.cell);
         w.word().set_next_tid(self.tid());
         self.word().set_next_tid(w.tid());
         let unlocked = w.word().cas(
@@ -214,7 +246,16 @@ impl Server {
 
         let mut current = w;
         loop {
-            let res = sys::umcg_wait(0, 0);
+            match sys::umcg_wait(0, 0) {
+                // Made RUNNING; or no UMCG task to hand the CPU to: the worker, RUNNING since
+                // before the call, got a CPU elsewhere first and is gone already (it exited or
+                // unregistered), and its state says how it left.
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                // The kernel restarts interrupted waits; any other failure would be a bug of
+                // its own. Poll rather than leave a running worker without its IDLE server.
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
             // From here on the server waits without switching (next_tid 0); a worker that
             // switches to another worker names the new one here, so read and clear it at once.
             let tid = self.word().take_next_tid();
@@ -223,59 +264,53 @@ impl Server {
                     current = w;
                 }
             }
-            match res {
-                Ok(()) => {}
-                // No UMCG task to hand the CPU to: the worker, RUNNING since before the call,
-                // got a CPU elsewhere first (it had not gone to sleep yet) and is gone already
-                // (it exited or unregistered). Its state says how it left, as after a wake-up.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => self.go_running(),
-                Err(e) => {
-                    self.go_running();
-                    return Err(e);
-                }
+            let seen = self.look_at(&current);
+            if !matches!(seen, Seen::StillRunning) {
+                self.done_serving();
+                return Ok(match seen {
+                    Seen::Yielded => Event::Yielded(Runnable::new(current)),
+                    Seen::Preempted => Event::Preempted(current),
+                    Seen::Exited => {
+                        group.forget_worker(&current);
+                        Event::Exited(current)
+                    }
+                    _ => Event::Blocked(current),
+                });
             }
-            match self.look_at(&current) {
-                Seen::Yielded => return Ok(Event::Yielded(Runnable::new(current))),
-                Seen::Blocked => return Ok(Event::Blocked(current)),
-                Seen::Preempted => return Ok(Event::Preempted(current)),
-                Seen::Exited => {
-                    group.forget_worker(&current);
-                    return Ok(Event::Exited(current));
-                }
-                Seen::StillRunning => {}
-            }
-            // Woken while the worker still runs (its preemption or a switch is in flight, or
-            // a stray wake-up): sleep again, unless it changed in the meantime.
-            self.go_idle()?;
-            if !matches!(self.look_at(&current), Seen::StillRunning) || self.word().next_tid() != 0
-            {
-                // umcg_wait() returns at once for a RUNNING caller.
-                self.go_running();
+            // Woken while the worker still runs (a switch in flight, or a stray wake-up): IDLE
+            // again at once, and wait. If the worker leaves meanwhile, it (or the kernel) makes
+            // this server RUNNING first, and umcg_wait() returns at once.
+            if self.word().state().task_state() == TaskState::Running {
+                let _ = self.serve();
             }
         }
     }
 
     /// Makes `worker` RUNNING without running it here: it has no server, so the kernel queues
     /// it on the idle list again and wakes the idle server ("wake a worker without running
-    /// it").
-    pub fn wake_worker<T>(&self, worker: Runnable<T>) -> io::Result<()> {
-        let w = worker.into_worker();
-        w.word().set_next_tid(0);
-        w.word()
-            .transition(TaskState::Idle, State::new(TaskState::Running))
-            .map_err(|s| io::Error::other(format!("worker {} is {s:?}, not IDLE", w.tid())))?;
+    /// it"). Until it is queued, it carries a mark of its own in the user bits, so that
+    /// [`WorkerRef::preempt`] leaves it alone.
+    ///
+    /// Errors: the worker is not IDLE ([`Error::NotIdle`], with its [`Runnable`]); the kernel
+    /// refused to wake it ([`Error::Os`]).
+    pub fn wake_worker<T>(&self, worker: Runnable<T>) -> Result<(), Error<T>> {
+        let woken = State::new(TaskState::Running).with_user_bits(mark::WOKEN);
+        let w = claim_with(worker, woken, |w| w.word().set_next_tid(0))?;
         self.word().set_next_tid(w.tid());
         let res = sys::umcg_wait(sys::UMCG_WAIT_WAKE_ONLY, 0);
         self.word().set_next_tid(0);
-        res
+        res.map_err(Error::Os)
     }
 
-    /// Makes the server `target` RUNNING and wakes it. Returns `Ok(false)` if it was not IDLE.
+    /// Makes the server `target` RUNNING and wakes it. Returns `Ok(false)` if it was not IDLE,
+    /// or was IDLE waiting for a worker that it runs (only that worker, or the kernel for it,
+    /// may wake it then).
     pub fn wake(&self, target: &ServerRef) -> io::Result<bool> {
+        let idle = State::new(TaskState::Idle);
         if target
             .cell
             .word()
-            .transition(TaskState::Idle, State::new(TaskState::Running))
+            .cas(idle, State::new(TaskState::Running))
             .is_err()
         {
             return Ok(false);
@@ -294,19 +329,19 @@ impl Server {
     /// Hands this CPU to the IDLE server `target` and sleeps until someone makes this server
     /// RUNNING again (a server-to-server context switch).
     ///
-    /// Errors: `target` is not IDLE (nothing happens then).
+    /// Errors: `target` is not IDLE, or waits for a worker that it runs
+    /// ([`io::ErrorKind::InvalidInput`]; nothing happens then).
     pub fn switch_to(&self, target: &ServerRef) -> io::Result<()> {
         self.go_idle()?;
-        if let Err(s) = target
+        let idle = State::new(TaskState::Idle);
+        if target
             .cell
             .word()
-            .transition(TaskState::Idle, State::new(TaskState::Running))
+            .cas(idle, State::new(TaskState::Running))
+            .is_err()
         {
             self.go_running();
-            return Err(io::Error::other(format!(
-                "server {} is {s:?}, not IDLE",
-                target.tid()
-            )));
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         self.word().set_next_tid(target.tid());
         let res = sys::umcg_wait(0, 0);
@@ -335,6 +370,37 @@ impl Server {
                 self.go_running();
                 Err(e)
             }
+        }
+    }
+}
+
+/// Takes an IDLE worker for the holder of its [`Runnable`]: waits out IDLE|LOCKED (a worker
+/// that has just yielded or switched is unlocked by the kernel in its `umcg_wait()`), then
+/// moves it to `to`. Gives the `Runnable` back if the worker is not IDLE.
+pub(crate) fn claim<T>(worker: Runnable<T>, to: State) -> Result<WorkerRef<T>, Error<T>> {
+    claim_with(worker, to, |_| {})
+}
+
+/// As [`claim`], calling `before` once the worker is known to be IDLE and unlocked, before it
+/// leaves IDLE (to set up what the new state needs).
+pub(crate) fn claim_with<T>(
+    worker: Runnable<T>,
+    to: State,
+    before: impl FnOnce(&WorkerRef<T>),
+) -> Result<WorkerRef<T>, Error<T>> {
+    let mut cur = worker.worker().word().state_unlocked_from(TaskState::Idle);
+    if cur.task_state() != TaskState::Idle || cur.locked() {
+        return Err(Error::NotIdle(worker, cur));
+    }
+    before(worker.worker());
+    let w = worker.into_worker();
+    loop {
+        match w.word().cas(cur, to) {
+            Ok(()) => return Ok(w),
+            // Only user bits (or a flag of the kernel's) may change under the holder of the
+            // `Runnable`; anything else gives it back.
+            Err(now) if now.task_state() == TaskState::Idle && !now.locked() => cur = now,
+            Err(now) => return Err(Error::NotIdle(Runnable::new(w), now)),
         }
     }
 }
@@ -421,9 +487,68 @@ mod tests {
             _thread_bound: PhantomData,
         };
         let there = Arc::new(TaskCell::new(TaskState::Running, ()));
-        cell.set_server(here.word());
+        cell.set_server(&here.cell);
         assert!(matches!(here.look_at(&w), Seen::Yielded));
-        cell.set_server(there.word());
+        cell.set_server(&there);
         assert!(matches!(here.look_at(&w), Seen::Blocked));
+    }
+
+    /// A worker's cell keeps the cell of the server that ran it alive, whatever becomes of the
+    /// `Server` guard: the worker (and the kernel, through it) may still name that server.
+    #[test]
+    fn a_worker_keeps_its_servers_cell_alive() {
+        use crate::word::TaskCell;
+        let worker = Arc::new(TaskCell::new(TaskState::Idle, ()));
+        let server = Arc::new(TaskCell::new(TaskState::Running, ()));
+        worker.set_server(&server);
+        let weak = Arc::downgrade(&server);
+        drop(server);
+        assert!(weak.upgrade().is_some(), "freed while its worker names it");
+        assert_eq!(worker.server_strong_count(), 1);
+        // SAFETY: nobody sets the server meanwhile.
+        let word = unsafe { worker.server_word() }.expect("a server");
+        assert_eq!(word.state(), State::new(TaskState::Running));
+        // Another server takes over: the first one's cell goes.
+        let other = Arc::new(TaskCell::new(TaskState::Running, ()));
+        worker.set_server(&other);
+        assert!(weak.upgrade().is_none());
+        assert_eq!(Arc::strong_count(&other), 2);
+        // A worker switched to takes its server from the switching worker.
+        let target = Arc::new(TaskCell::new(TaskState::Idle, ()));
+        target.set_server_from(&worker);
+        assert_eq!(Arc::strong_count(&other), 3);
+        drop(worker);
+        drop(target);
+        assert_eq!(
+            Arc::strong_count(&other),
+            1,
+            "the references go with the cells"
+        );
+    }
+
+    /// The holder of a `Runnable` waits out IDLE|LOCKED (a worker that has just yielded) and
+    /// gets the `Runnable` back when the worker is not IDLE.
+    #[test]
+    fn claiming_waits_for_the_unlock_and_gives_the_runnable_back() {
+        use crate::word::TaskCell;
+        let cell = Arc::new(TaskCell::new(TaskState::Idle, 7u32));
+        let locked = s(TaskState::Idle, mark::YIELDED).with_locked(true);
+        cell.word().store_state(locked);
+        let c = cell.clone();
+        let unlocker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            c.word().store_state(s(TaskState::Idle, mark::YIELDED));
+        });
+        let r = Runnable::new(WorkerRef::from_cell(cell.clone()));
+        let to = State::new(TaskState::Running).with_locked(true);
+        let w = claim(r, to).expect("claimed once unlocked");
+        unlocker.join().unwrap();
+        assert_eq!(w.state(), to);
+        // Not IDLE: the Runnable comes back.
+        cell.word().store_state(State::new(TaskState::Running));
+        let e = claim(Runnable::new(w), to).expect_err("RUNNING");
+        assert!(matches!(e, Error::NotIdle(_, st) if st == State::new(TaskState::Running)));
+        let back = e.into_runnable().expect("given back");
+        assert_eq!(*back.worker().data(), 7);
     }
 }

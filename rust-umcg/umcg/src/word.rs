@@ -2,7 +2,8 @@
 
 use crate::state::{State, TaskState};
 use crate::sys;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 
 /// The four fields of `struct umcg_task`, as atomics: the kernel and other threads change them
 /// while we look.
@@ -107,8 +108,11 @@ impl TaskWord {
 pub struct TaskCell<T> {
     word: TaskWord,
     tid: AtomicU32,
-    /// A server's cell, written by the server that runs this worker.
-    server: std::sync::atomic::AtomicPtr<TaskWord>,
+    /// In a worker's cell: the cell of the server that runs it (or ran it last), as a strong
+    /// reference turned into a pointer by [`Arc::into_raw`] (null before its first run). The
+    /// reference keeps that server's cell alive for as long as the worker may name it, however
+    /// long its [`Server`](crate::Server) guard lives.
+    server: AtomicPtr<TaskCell<()>>,
     data: T,
 }
 
@@ -123,7 +127,7 @@ impl<T> TaskCell<T> {
                 ..TaskWord::default()
             },
             tid: AtomicU32::new(0),
-            server: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            server: AtomicPtr::new(std::ptr::null_mut()),
             data,
         }
     }
@@ -147,15 +151,74 @@ impl<T> TaskCell<T> {
         &self.data
     }
 
-    pub(crate) fn server(&self) -> *mut TaskWord {
+    /// The cell of this worker's server, to compare with another cell's address only.
+    pub(crate) fn server_addr(&self) -> *const TaskCell<()> {
         self.server.load(SeqCst)
     }
 
-    pub(crate) fn set_server(&self, server: *const TaskWord) {
-        self.server.store(server.cast_mut(), SeqCst)
+    /// The state word of this worker's server, if it has had one.
+    ///
+    /// # Safety
+    ///
+    /// No [`TaskCell::set_server`] on this cell may run until the returned reference is gone.
+    /// The protocol gives that to the worker itself while it runs user code: only a holder of
+    /// its [`Runnable`](crate::Runnable) (or a worker switching to it) sets its server, and
+    /// only once the worker is IDLE and unlocked, that is, parked in the kernel.
+    pub(crate) unsafe fn server_word(&self) -> Option<&TaskWord> {
+        let p = self.server.load(SeqCst);
+        // SAFETY: a non-null pointer is a strong reference that this cell owns (see
+        // `set_server()`), which the caller promises is not dropped meanwhile.
+        (!p.is_null()).then(|| unsafe { (*p).word() })
+    }
+
+    /// Makes `server` this worker's server, keeping its cell alive (and dropping the reference
+    /// to the previous one, which frees it if its server is gone already).
+    pub(crate) fn set_server(&self, server: &Arc<TaskCell<()>>) {
+        let new = Arc::into_raw(server.clone()).cast_mut();
+        self.drop_server_ref(self.server.swap(new, SeqCst));
+    }
+
+    /// Takes this worker's server from `other` (a worker that switches to this one).
+    pub(crate) fn set_server_from<U>(&self, other: &TaskCell<U>) {
+        let p = other.server.load(SeqCst);
+        if p.is_null() {
+            self.drop_server_ref(self.server.swap(p, SeqCst));
+            return;
+        }
+        // SAFETY: `p` is a strong reference that `other` owns, which stays alive while the
+        // caller (`other`'s own thread, in `Worker::switch_to()`) runs.
+        unsafe { Arc::increment_strong_count(p) };
+        self.drop_server_ref(self.server.swap(p, SeqCst));
+    }
+
+    fn drop_server_ref(&self, p: *mut TaskCell<()>) {
+        if !p.is_null() {
+            // SAFETY: every non-null value of `server` is a strong reference made by
+            // `Arc::into_raw()` or counted by `increment_strong_count()`, and the exchange that
+            // took it out of the cell made it the caller's.
+            drop(unsafe { Arc::from_raw(p) });
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn server_strong_count(&self) -> usize {
+        let p = self.server.load(SeqCst);
+        if p.is_null() {
+            return 0;
+        }
+        // SAFETY: a live strong reference owned by this cell; counted, not dropped.
+        let a = unsafe { std::mem::ManuallyDrop::new(Arc::from_raw(p)) };
+        Arc::strong_count(&a)
     }
 
     /// The byte offset of the idle-list field in the cell: a list node's address minus this is
     /// the cell's address.
     pub(crate) const NODE_OFFSET: usize = std::mem::offset_of!(TaskCell<T>, word) + 8;
+}
+
+impl<T> Drop for TaskCell<T> {
+    fn drop(&mut self) {
+        let p = std::mem::replace(self.server.get_mut(), std::ptr::null_mut());
+        self.drop_server_ref(p);
+    }
 }

@@ -1,6 +1,8 @@
 //! Workers: the threads that servers run.
 
+use crate::error::Error;
 use crate::group::{mark, Group};
+use crate::server::claim;
 use crate::state::{State, TaskState};
 use crate::sys;
 use crate::word::{TaskCell, TaskWord};
@@ -41,6 +43,7 @@ impl<T> Clone for WorkerRef<T> {
 ///
 /// [`Event::Yielded`]: crate::Event::Yielded
 #[derive(Debug)]
+#[must_use = "dropping a Runnable leaves its worker parked for ever"]
 pub struct Runnable<T> {
     worker: WorkerRef<T>,
 }
@@ -93,12 +96,26 @@ impl<T> WorkerRef<T> {
         Arc::ptr_eq(&self.cell, &other.cell)
     }
 
-    /// Asks the kernel to take the CPU away from this worker if it is RUNNING: sets
+    /// Asks the kernel to take the CPU away from this worker if a server runs it: sets
     /// `UMCG_TF_PREEMPTED` and sends it `signal`, which must have a handler (any, see
     /// [`install_preemption_handler`]). Its server is woken with [`Event::Preempted`] and the
     /// worker comes back through the idle list.
     ///
-    /// Returns `Ok(false)` if the worker was not RUNNING (or was LOCKED or already preempted).
+    /// Only a worker in the plain RUNNING state is preempted, in one compare-and-exchange to
+    /// RUNNING|PREEMPTED before the signal is sent: that is the state a server gives the
+    /// worker it runs, and that server stays IDLE until the worker leaves RUNNING (see
+    /// [`Server::run`]). A worker that is not run by a server (made RUNNING by
+    /// [`Server::wake_worker`], on its way to the idle list) carries a mark that makes it
+    /// differ, so that the kernel never finds a preempted worker without an IDLE server (it
+    /// would kill the process).
+    ///
+    /// Returns `Ok(false)` if the worker was not preempted (not RUNNING, LOCKED, preempted
+    /// already, or not run by a server).
+    ///
+    /// The signal interrupts what the worker does, as any signal does: a system call that it
+    /// makes then is restarted if it can be (`SA_RESTART`), and otherwise fails with `EINTR`:
+    /// `poll()`, `epoll_wait()`, `select()`, `nanosleep()` and the others that signal(7) lists
+    /// are never restarted.
     ///
     /// ```no_run
     /// # fn f(w: umcg::WorkerRef<()>) -> std::io::Result<()> {
@@ -112,17 +129,24 @@ impl<T> WorkerRef<T> {
     /// ```
     ///
     /// [`Event::Preempted`]: crate::Event::Preempted
+    /// [`Server::run`]: crate::Server::run
+    /// [`Server::wake_worker`]: crate::Server::wake_worker
     pub fn preempt(&self, signal: libc::c_int) -> io::Result<bool> {
         let running = State::new(TaskState::Running);
-        let cur = self.state();
-        if cur.with_user_bits(0) != running {
-            return Ok(false);
-        }
-        if self.word().cas(cur, cur.with_preempted(true)).is_err() {
+        if self
+            .word()
+            .cas(running, running.with_preempted(true))
+            .is_err()
+        {
             return Ok(false);
         }
         sys::tgkill(self.tid(), signal)?;
         Ok(true)
+    }
+
+    /// The TID of the server that runs it, or ran it last (0 if none).
+    pub fn server_tid(&self) -> u32 {
+        self.word().next_tid()
     }
 }
 
@@ -248,16 +272,13 @@ impl<T> Worker<T> {
     }
 
     /// RUNNING (maybe with PREEMPTED set, which is dropped) to IDLE|LOCKED with `why` in the
-    /// user bits. Only the worker itself leaves RUNNING this way.
-    fn leave_running(&self, why: u8) -> io::Result<()> {
+    /// user bits. Only the worker itself leaves RUNNING this way. On failure, the state found.
+    fn leave_running(&self, why: u8) -> Result<(), State> {
         let word = self.cell.word();
         let mut cur = word.state();
         loop {
             if cur.task_state() != TaskState::Running || cur.locked() {
-                return Err(io::Error::other(format!(
-                    "worker {} is {cur:?}, not RUNNING",
-                    self.tid()
-                )));
+                return Err(cur);
             }
             let idle = State::new(TaskState::Idle)
                 .with_locked(true)
@@ -271,13 +292,11 @@ impl<T> Worker<T> {
 
     /// The server that runs it, made RUNNING again. Returns whether this call did it.
     fn release_server(&self) -> bool {
-        let server = self.cell.server();
-        if server.is_null() {
+        // SAFETY: this worker runs (the caller is its own thread, with its guard), so no server
+        // sets its server meanwhile (see `TaskCell::server_word()`).
+        let Some(server) = (unsafe { self.cell.server_word() }) else {
             return false;
-        }
-        // SAFETY: the server that ran this worker set the pointer to its own cell and waits
-        // in `Server::run()` (which holds the cell) until this worker is no longer RUNNING.
-        let server = unsafe { &*server };
+        };
         server
             .transition(TaskState::Idle, State::new(TaskState::Running))
             .is_ok()
@@ -295,7 +314,8 @@ impl<T> Worker<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn yield_now(&self) -> io::Result<()> {
-        self.leave_running(mark::YIELDED)?;
+        self.leave_running(mark::YIELDED)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let _ = self.release_server();
         // The kernel unlocks it, switches to next_tid (the server) and parks it.
         sys::umcg_wait(0, 0)
@@ -306,37 +326,30 @@ impl<T> Worker<T> {
     ///
     /// `park` receives this worker's [`Runnable`] before the switch: put it where a server
     /// will find it (a server that picks it up before the switch is complete waits for it).
-    /// If this worker cannot leave RUNNING (an error), `park` gets `target` back instead.
-    pub fn switch_to(&self, target: Runnable<T>, park: impl FnOnce(Runnable<T>)) -> io::Result<()> {
-        let t = target.into_worker();
+    ///
+    /// Errors, with `target`'s [`Runnable`] given back (`park` is not called): `target` is not
+    /// IDLE ([`Error::NotIdle`]); this worker is not plainly RUNNING
+    /// ([`Error::CallerNotRunning`]). Once the switch is done, an error of the wait is
+    /// [`Error::Os`].
+    pub fn switch_to(
+        &self,
+        target: Runnable<T>,
+        park: impl FnOnce(Runnable<T>),
+    ) -> Result<(), Error<T>> {
         let locked = State::new(TaskState::Running).with_locked(true);
-        let mut cur = t.state();
-        loop {
-            if cur.task_state() != TaskState::Idle || cur.locked() {
-                return Err(io::Error::other(format!(
-                    "worker {} is {cur:?}, not IDLE",
-                    t.tid()
-                )));
-            }
-            match t.word().cas(cur, locked) {
-                Ok(()) => break,
-                Err(now) => cur = now,
-            }
-        }
-        if let Err(e) = self.leave_running(mark::SWITCHED) {
+        let t = claim(target, locked)?;
+        let server_tid = self.cell.word().next_tid();
+        if let Err(s) = self.leave_running(mark::SWITCHED) {
             // Nobody else changes a RUNNING|LOCKED worker: put it back as it was, and give its
             // right to run back to the caller, so that it is not lost.
-            t.word().store_state(cur);
-            park(Runnable::new(t));
-            return Err(e);
+            t.word().store_state(State::new(TaskState::Idle));
+            return Err(Error::CallerNotRunning(Runnable::new(t), s));
         }
-        let server_tid = self.cell.word().next_tid();
-        let server = self.cell.server();
-        t.cell().set_server(server);
+        t.cell().set_server_from(&self.cell);
         t.word().set_next_tid(server_tid);
-        if !server.is_null() {
-            // SAFETY: as in `release_server()`: the server waits in `Server::run()`.
-            unsafe { &*server }.set_next_tid(t.tid());
+        // SAFETY: as in `release_server()`: this worker still runs user code here.
+        if let Some(server) = unsafe { self.cell.server_word() } {
+            server.set_next_tid(t.tid());
         }
         self.cell.word().set_next_tid(t.tid());
         let _ = t.word().cas(locked, State::new(TaskState::Running));
@@ -348,9 +361,9 @@ impl<T> Worker<T> {
             // next_tid the kernel unlocks it and parks it.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
                 self.cell.word().set_next_tid(0);
-                sys::umcg_wait(0, 0)
+                sys::umcg_wait(0, 0).map_err(Error::Os)
             }
-            res => res,
+            res => res.map_err(Error::Os),
         }
     }
 }

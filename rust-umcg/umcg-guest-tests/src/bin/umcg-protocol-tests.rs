@@ -386,6 +386,120 @@ fn preempt_a_spinning_worker() -> Result<(), String> {
     Ok(())
 }
 
+/// A worker that yields is woken at once with `wake_worker()` (RUNNING without a server until
+/// the kernel queues it), while another thread keeps trying to preempt it: a preemption in that
+/// window would get the process killed ("preempted without a server"), so it must be refused.
+fn preempt_racing_wake_worker() -> Result<(), String> {
+    const ROUNDS: u32 = 300;
+    let signal = libc::SIGRTMIN() + 2;
+    let _handler = umcg::install_preemption_handler(signal).ctx("handler")?;
+    let group: Group<()> = Group::new();
+    let server = Server::register().ctx("server")?;
+    let g = group.clone();
+    let t = thread::spawn(move || {
+        let w = g.register_worker(()).expect("register worker");
+        for _ in 0..ROUNDS {
+            w.yield_now().expect("yield");
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ready = queued(&group, &server, deadline, "worker never queued")?;
+    let w = ready[0].worker().clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let preemptor = thread::spawn(move || {
+        let mut n = 0u32;
+        while !st.load(SeqCst) {
+            if w.preempt(signal).unwrap_or(false) {
+                n += 1;
+                // Let the worker run a little between preemptions.
+                thread::sleep(Duration::from_micros(200));
+            }
+        }
+        n
+    });
+    let (mut woken, mut exited) = (0u32, false);
+    while !exited {
+        check!(Instant::now() < deadline, "stuck after {woken} wake-ups");
+        let Some(r) = ready.pop() else {
+            ready = queued(&group, &server, deadline, "worker lost")?;
+            continue;
+        };
+        match server.run(&group, r).ctx("run")? {
+            Event::Yielded(r) => {
+                server.wake_worker(r).ctx("wake_worker")?;
+                woken += 1;
+            }
+            Event::Exited(_) => exited = true,
+            Event::Blocked(_) | Event::Preempted(_) => {}
+        }
+    }
+    stop.store(true, SeqCst);
+    let preempted = preemptor.join().map_err(|_| "preemptor panicked")?;
+    println!("{woken} wake-ups, {preempted} preemptions");
+    t.join().map_err(|_| "worker panicked")?;
+    Ok(())
+}
+
+/// A server that waits for its worker is not made RUNNING by `Server::wake()` from another
+/// server: a preemption of its worker would then find it RUNNING and get the process killed.
+fn waking_a_serving_server_is_refused() -> Result<(), String> {
+    let signal = libc::SIGRTMIN() + 3;
+    let _handler = umcg::install_preemption_handler(signal).ctx("handler")?;
+    let group: Group<()> = Group::new();
+    let server = Server::register().ctx("server")?;
+    let me = server.handle();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (g, s2) = (group.clone(), stop.clone());
+    let t = thread::spawn(move || {
+        let w = g.register_worker(()).expect("register worker");
+        let start = Instant::now();
+        while !s2.load(SeqCst) && start.elapsed() < Duration::from_secs(30) {
+            std::hint::spin_loop();
+        }
+        drop(w);
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ready = queued(&group, &server, deadline, "worker never queued")?;
+    let w = ready[0].worker().clone();
+    let s3 = stop.clone();
+    // Another server wakes this one, and a third thread preempts the worker, for 300 ms.
+    let waker = thread::spawn(move || {
+        let other = Server::register().expect("second server");
+        let start = Instant::now();
+        let mut woke = 0u32;
+        while start.elapsed() < Duration::from_millis(300) {
+            if other.wake(&me).unwrap_or(false) {
+                woke += 1;
+            }
+        }
+        woke
+    });
+    let preemptor = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(150));
+        let mut tries = 0u32;
+        while !w.preempt(signal).unwrap_or(false) && tries < 100_000 {
+            tries += 1;
+        }
+        thread::sleep(Duration::from_millis(200));
+        s3.store(true, SeqCst);
+    });
+    let mut exited = false;
+    while !exited {
+        check!(Instant::now() < deadline, "worker never exited");
+        let Some(r) = ready.pop() else {
+            ready = queued(&group, &server, deadline, "worker lost")?;
+            continue;
+        };
+        exited = matches!(server.run(&group, r).ctx("run")?, Event::Exited(_));
+    }
+    let woke = waker.join().map_err(|_| "waker panicked")?;
+    preemptor.join().map_err(|_| "preemptor panicked")?;
+    t.join().map_err(|_| "worker panicked")?;
+    check!(woke == 0, "a serving server was woken {woke} times");
+    Ok(())
+}
+
 fn server_switch_ping_pong() -> Result<(), String> {
     const ROUNDS: u32 = 200;
     let other: Arc<Mutex<Option<umcg::ServerRef>>> = Arc::new(Mutex::new(None));
@@ -667,6 +781,11 @@ fn main() {
             ),
             ("worker_to_worker_switch", worker_to_worker_switch),
             ("wake_worker_requeues_it", wake_worker_requeues_it),
+            ("preempt_racing_wake_worker", preempt_racing_wake_worker),
+            (
+                "waking_a_serving_server_is_refused",
+                waking_a_serving_server_is_refused,
+            ),
             ("preempt_a_spinning_worker", preempt_a_spinning_worker),
             ("server_switch_ping_pong", server_switch_ping_pong),
             ("server_wake_only_idle", server_wake_only_idle),

@@ -244,7 +244,7 @@ fn workers_are_reused() -> Result<(), String> {
 fn lifo_policy() -> Result<(), String> {
     let rt = Builder::new()
         .servers(1)
-        .policy(Lifo::default())
+        .policy(Lifo)
         .build()
         .ctx("build")?;
     let order = Arc::new(Mutex::new(Vec::new()));
@@ -413,6 +413,296 @@ fn result_whose_drop_panics() -> Result<(), String> {
     Ok(())
 }
 
+/// An allocator that takes one process-wide lock around every call while `STRICT` is set, as
+/// musl's does (and glibc's, once its arenas are shared): a worker stopped inside it (preempted,
+/// or blocked on a page fault) holds the lock until a server runs it again.
+mod strict_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    pub static STRICT: AtomicBool = AtomicBool::new(false);
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    pub struct Strict;
+
+    fn locked<R>(f: impl FnOnce() -> R) -> R {
+        if STRICT.load(SeqCst) {
+            let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            f()
+        } else {
+            f()
+        }
+    }
+
+    // SAFETY: every call is passed on to `System` unchanged; the lock only serializes them.
+    unsafe impl GlobalAlloc for Strict {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            // SAFETY: as promised by the caller.
+            locked(|| unsafe { System.alloc(l) })
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: as promised by the caller.
+            locked(|| unsafe { System.dealloc(p, l) })
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            // SAFETY: as promised by the caller.
+            locked(|| unsafe { System.alloc_zeroed(l) })
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            // SAFETY: as promised by the caller.
+            locked(|| unsafe { System.realloc(p, l, n) })
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOC: strict_alloc::Strict = strict_alloc::Strict;
+
+/// Waits up to `secs` for `rx`, or fails with `what` (the allocator lock is dropped first, so
+/// that the failure can be reported even if the runtime hangs holding it).
+fn within<T>(rx: &std::sync::mpsc::Receiver<T>, secs: u64, what: &str) -> Result<T, String> {
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            strict_alloc::STRICT.store(false, SeqCst);
+            Err(format!("{what}: no progress in {secs} s"))
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and waits up to `secs` for it.
+fn bounded<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    within(&rx, secs, what)
+}
+
+/// Workers are preempted (and block) inside the allocator, holding its lock, while one server
+/// schedules: the server must not need that lock to run them again.
+fn allocator_held_by_preempted_workers() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(1)
+        .preemption(Duration::from_millis(1))
+        .build()
+        .ctx("build")?;
+    let handle = rt.handle();
+    strict_alloc::STRICT.store(true, SeqCst);
+    let res = bounded(60, "tasks allocating under preemption", move || {
+        let tasks: Vec<_> = (0..6u64)
+            .map(|t| {
+                let h = handle.clone();
+                handle.spawn(move || {
+                    let start = Instant::now();
+                    let mut kids = Vec::new();
+                    let mut n = 0u64;
+                    while start.elapsed() < Duration::from_secs(3) {
+                        let size = 1000 + ((n * 7919 + t * 104_729) % 60_000) as usize;
+                        let v = vec![n as u8; size];
+                        n += std::hint::black_box(&v)[size / 2] as u64 % 2 + 1;
+                        if n % 64 < 2 {
+                            // New tasks: their nodes are freed wherever the runtime frees them.
+                            kids.push(h.spawn(move || vec![1u8; 3000 + (n % 5000) as usize].len()));
+                        }
+                        if n % 512 < 2 {
+                            thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                    kids.into_iter()
+                        .map(|k| k.join().unwrap_or(0))
+                        .sum::<usize>()
+                        > 0
+                })
+            })
+            .collect();
+        tasks.into_iter().all(|t| t.join().unwrap_or(false))
+    })?;
+    strict_alloc::STRICT.store(false, SeqCst);
+    check!(res, "a task failed");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// Twice as many tasks as a thread pool of 2 per server would run, each spinning (or yielding)
+/// until all have started: they finish with one thread per task, so they must finish here.
+fn spin_waiting_tasks_finish() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(2)
+        .preemption(Duration::from_millis(2))
+        .build()
+        .ctx("build")?;
+    const N: usize = 10;
+    let started = Arc::new(AtomicUsize::new(0));
+    let handle = rt.handle();
+    let s = started.clone();
+    bounded(60, "tasks that wait for tasks spawned later", move || {
+        let hs: Vec<_> = (0..N)
+            .map(|i| {
+                let s = s.clone();
+                handle.spawn(move || {
+                    s.fetch_add(1, SeqCst);
+                    while s.load(SeqCst) < N {
+                        if i % 2 == 0 {
+                            umcg_runtime::yield_now();
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().all(|h| h.join().is_ok())
+    })?;
+    check!(started.load(SeqCst) == N, "not all started");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+fn threads_now() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits up to 10 s for the process to be back to `n` threads.
+fn threads_back_to(n: usize) -> Result<(), String> {
+    let start = Instant::now();
+    while threads_now() > n {
+        check!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} threads left, {n} before the runtime",
+            threads_now()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Dropping the runtime inside one of its tasks (or shutting it down there) cannot wait for
+/// that task: it returns, the runtime ends once its tasks have, and its threads go away.
+fn drop_runtime_inside_a_task() -> Result<(), String> {
+    let before = threads_now();
+    for shutdown in [false, true] {
+        let rt = Builder::new().servers(2).build().ctx("build")?;
+        let handle = rt.handle();
+        let slot = Arc::new(Mutex::new(Some(rt)));
+        let s = slot.clone();
+        let other = handle.spawn(|| {
+            thread::sleep(Duration::from_millis(100));
+            5u32
+        });
+        let t = handle.spawn(move || {
+            let rt = s.lock().unwrap().take();
+            match rt {
+                Some(rt) if shutdown => rt.shutdown(),
+                Some(rt) => drop(rt),
+                None => {}
+            }
+            7u32
+        });
+        let r = bounded(20, "a task that drops its runtime", move || t.join().ok())?;
+        check!(r == Some(7), "the task's result: {r:?}");
+        check!(
+            other.join().ok() == Some(5),
+            "the other task ran to its end"
+        );
+        check!(slot.lock().unwrap().is_none(), "the task took the runtime");
+        threads_back_to(before)?;
+        let late = handle.spawn(|| 1u32);
+        let r = bounded(10, "join of a late spawn", move || late.join())?;
+        check!(
+            r.as_ref().is_err_and(|e| e.is_cancelled()),
+            "a spawn after the end: {r:?}"
+        );
+    }
+    Ok(())
+}
+
+fn set_address_space_limit(bytes: u64) -> Result<(), String> {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+    check!(rc == 0, "setrlimit: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+fn address_space_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// `build()` that fails half-way (here: threads that cannot start, for lack of address space)
+/// returns the error, and leaves no thread behind.
+fn build_failing_half_way() -> Result<(), String> {
+    let before = threads_now();
+    // Room for a few threads' stacks, not for 64 servers'.
+    set_address_space_limit(address_space_now() + (24 << 20))?;
+    let res = bounded(30, "build() with too little address space", || {
+        Builder::new().servers(64).build().map(drop)
+    });
+    set_address_space_limit(libc::RLIM_INFINITY)?;
+    let res = res?;
+    check!(res.is_err(), "build() succeeded with 64 servers in 24 MiB");
+    println!("build(): {:?}", res.unwrap_err());
+    threads_back_to(before)?;
+    // The process is fine.
+    let rt = Builder::new().servers(2).build().ctx("build after")?;
+    check!(rt.spawn(|| 2u32).join().ok() == Some(2), "a task after");
+    rt.shutdown();
+    Ok(())
+}
+
+/// Worker threads that cannot start (no address space) delay their tasks instead of taking the
+/// process down; the tasks run once threads can start again.
+fn worker_thread_start_failure_waits() -> Result<(), String> {
+    let rt = Builder::new().servers(2).build().ctx("build")?;
+    check!(rt.spawn(|| 1u32).join().ok() == Some(1), "warm-up");
+    set_address_space_limit(address_space_now() + (2 << 20))?;
+    let hs: Vec<_> = (0..20u32)
+        .map(|i| {
+            rt.spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                i
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    set_address_space_limit(libc::RLIM_INFINITY)?;
+    let sum = bounded(
+        30,
+        "tasks whose threads could not start at first",
+        move || {
+            hs.into_iter()
+                .map(|h| h.join().unwrap_or(1000))
+                .sum::<u32>()
+        },
+    )?;
+    check!(sum == (0..20).sum::<u32>(), "sum {sum}");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -427,6 +717,17 @@ fn main() {
             ),
             ("result_whose_drop_panics", result_whose_drop_panics),
             ("spawns_racing_shutdown", spawns_racing_shutdown),
+            (
+                "allocator_held_by_preempted_workers",
+                allocator_held_by_preempted_workers,
+            ),
+            ("spin_waiting_tasks_finish", spin_waiting_tasks_finish),
+            ("drop_runtime_inside_a_task", drop_runtime_inside_a_task),
+            ("build_failing_half_way", build_failing_half_way),
+            (
+                "worker_thread_start_failure_waits",
+                worker_thread_start_failure_waits,
+            ),
             (
                 "shutdown_waits_for_blocked_tasks",
                 shutdown_waits_for_blocked_tasks,
