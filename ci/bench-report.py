@@ -205,22 +205,53 @@ class Report:
                              "< 1 is faster" if not higher_is_better(unit) else "> 1 is faster")
 
     def runtime_goals(self, label):
-        """runtime_mixed/umcg/N against runtime_mixed/{threads,tokio}/N."""
-        for metric in sorted(self.stats[label], key=natural):
-            m = re.match(r"^(runtime_mixed)/umcg/(.+)$", metric)
+        """Issue 12: runtime_mixed/umcg/N against runtime_mixed/{threads,tokio}/N,
+        with the context switches and system calls per task beside them; the
+        echo server (server_*/IMPL/CONNS) against thread-per-connection and
+        tokio."""
+        st = self.stats[label]
+        for metric in sorted(st, key=natural):
+            m = re.match(r"^runtime_mixed/umcg/(.+)$", metric)
             if not m:
                 continue
-            for other, limit in (("threads", 1.0), ("tokio", 2.0)):
-                base = f"{m.group(1)}/{other}/{m.group(2)}"
-                if base not in self.stats[label]:
-                    continue
-                unit = self.unit(label, metric)
-                r = self.ratio(label, metric, base)
-                if r is None:
-                    continue
-                speedup = r if higher_is_better(unit) else 1 / r
-                self.add("goal", f"runtime speedup over {other} ({m.group(2)} tasks)", label,
-                         speedup, f">= {limit}x", lambda v, limit=limit: v >= limit)
+            n = m.group(1)
+            for other, limit in (("threads", 2.0), ("tokio", 2.5)):
+                base = f"runtime_mixed/{other}/{n}"
+                r = self.ratio(label, base, metric)  # ns per task: theirs / ours
+                self.add("goal", f"runtime mixed workload: speedup over {other} ({n} tasks)",
+                         label, r, f">= {limit}x", lambda v, limit=limit: v >= limit)
+            for impl in ("umcg", "threads", "tokio"):
+                self.add("per task", f"context switches per task, {impl} ({n} tasks)", label,
+                         self.median(label, f"runtime_mixed_csw/{impl}/{n}"))
+            self.add("per task", f"runtime system calls per task, umcg ({n} tasks)", label,
+                     self.median(label, f"runtime_mixed_syscalls/umcg/{n}"))
+        for metric in sorted(st, key=natural):
+            m = re.match(r"^server_rps/umcg/(\d+)$", metric)
+            if not m:
+                continue
+            n = int(m.group(1))
+            rps, p99 = f"server_rps/umcg/{n}", f"server_p99/umcg/{n}"
+            self.add("goal", f"echo server: throughput / thread-per-connection ({n} conns)",
+                     label, self.ratio(label, rps, f"server_rps/threads/{n}"), "> 1x",
+                     lambda v: v > 1.0)
+            self.add("goal", f"echo server: p99 of thread-per-connection / ours ({n} conns)",
+                     label, self.ratio(label, f"server_p99/threads/{n}", p99), "> 1x",
+                     lambda v: v > 1.0)
+            if n >= 10000:
+                self.add("goal", f"echo server: throughput / tokio async ({n} conns)", label,
+                         self.ratio(label, rps, f"server_rps/tokio_async/{n}"),
+                         ">= 0.667x (within 1.5x)", lambda v: v >= 1 / 1.5)
+                self.add("goal", f"echo server: p99 / tokio async's ({n} conns)", label,
+                         self.ratio(label, p99, f"server_p99/tokio_async/{n}"),
+                         "<= 1.5x", lambda v: v <= 1.5)
+            for other in ("threads", "tokio_async", "tokio_blocking"):
+                self.add("echo server", f"throughput / {other} ({n} conns)", label,
+                         self.ratio(label, rps, f"server_rps/{other}/{n}"))
+                self.add("echo server", f"p99 / {other}'s ({n} conns)", label,
+                         self.ratio(label, p99, f"server_p99/{other}/{n}"))
+            for impl in ("umcg", "threads", "tokio_async", "tokio_blocking"):
+                self.add("echo server", f"memory per connection, {impl}, KiB ({n} conns)",
+                         label, self.median(label, f"server_mem/{impl}/{n}"))
 
     def markdown(self, cpus, mode):
         out = ["# UMCG benchmarks (`make bench`)", "",
@@ -228,7 +259,7 @@ class Report:
                f"Kernels: {', '.join(f'`{l}`' for l in self.labels)} (the first is the one "
                f"under test); {cpus} vCPUs; {mode}. Ratios divide medians of the "
                "same kernel and run.", ""]
-        out += ["## Goals (issues 5 and 11; the switch goals per preemption model: KERNEL@MODEL)", "",
+        out += ["## Goals (issues 5, 11 and 12; the switch goals per preemption model: KERNEL@MODEL)", "",
                 "| goal | kernel | ratio | target | |", "| --- | --- | ---: | --- | --- |"]
         for group, name, label, value, goal, met in self.ratios:
             if group == "goal":
@@ -236,12 +267,20 @@ class Report:
                            f"{'met' if met else '**not met**'} |")
         groups = [g for g in dict.fromkeys(r[0] for r in self.ratios) if g != "goal"]
         for g in groups:
-            title = "Other ratios" if g == "other" else f"`{g.split(' vs ')[0]}` / `{g.split(' vs ')[1]}`, metric by metric"
+            if g == "other":
+                title = "Other ratios"
+            elif g == "per task":
+                title = "Runtime mixed workload: costs per task (medians, not ratios)"
+            elif g == "echo server":
+                title = "Echo server: ratios, and memory per connection (medians)"
+            else:
+                title = f"`{g.split(' vs ')[0]}` / `{g.split(' vs ')[1]}`, metric by metric"
             out += ["", f"## {title}", "", "| ratio | kernel | value | |",
                     "| --- | --- | ---: | --- |"]
             for group, name, label, value, goal, _ in self.ratios:
                 if group == g:
-                    out.append(f"| {name} | {label} | {value:.3f}x | {goal or ''} |")
+                    shown = f"{value:.2f}" if g == "per task" or name.startswith("memory") else f"{value:.3f}x"
+                    out.append(f"| {name} | {label} | {shown} | {goal or ''} |")
         out += ["", "## Medians", "",
                 "Spread: the interquartile range as a share of the median.", "",
                 "| metric | unit | " + " | ".join(f"{l} median | {l} spread | n" for l in self.labels) + " |",
@@ -301,7 +340,9 @@ class Report:
         extra = [m for m in (BLOCK, WAKE) if any(m in self.stats[l] for l in self.labels)]
         metrics = switch + extra
         goals = [r for r in self.ratios if r[0] == "goal"]
-        fig, axes = plt.subplots(2, 1, figsize=(12, 10))
+        server = sorted({int(m.split("/")[2]) for m in self.stats[self.main]
+                         if m.startswith("server_rps/")})
+        fig, axes = plt.subplots(3 if server else 2, 1, figsize=(12, 15 if server else 10))
         ax = axes[0]
         width = 0.8 / max(1, len(self.labels))
         for i, l in enumerate(self.labels):
@@ -323,7 +364,24 @@ class Report:
         ax.invert_yaxis()
         ax.axvline(1.0, color="grey", linewidth=0.8)
         ax.set_xlabel("ratio (green: goal met, red: not met)")
-        ax.set_title("Goal ratios per kernel@preemption model (issues 5, 11)")
+        ax.set_title("Goal ratios per kernel@preemption model (issues 5, 11, 12)")
+        if server:
+            ax = axes[2]
+            impls = ["umcg", "threads", "tokio_async", "tokio_blocking"]
+            width = 0.8 / len(impls)
+            for i, impl in enumerate(impls):
+                vals = [self.median(self.main, f"server_rps/{impl}/{n}") or 0 for n in server]
+                bars = ax.bar([x + i * width for x in range(len(server))], vals, width, label=impl)
+                for b, n in zip(bars, server):
+                    p99 = self.median(self.main, f"server_p99/{impl}/{n}")
+                    if p99:
+                        ax.annotate(f"p99 {p99 / 1000:.1f} ms", (b.get_x() + b.get_width() / 2, b.get_height()),
+                                    ha="center", va="bottom", fontsize=6, rotation=90)
+            ax.set_xticks([x + width * (len(impls) - 1) / 2 for x in range(len(server))])
+            ax.set_xticklabels([f"{n} connections" for n in server])
+            ax.set_ylabel("requests/s (median)")
+            ax.set_title(f"Blocking-I/O echo server [{self.main}] (load generator on the same vCPUs)")
+            ax.legend()
         fig.suptitle("UMCG make bench. " + TCG_NOTE, fontsize=9)
         fig.tight_layout(rect=(0, 0, 1, 0.97))
         fig.savefig(path, dpi=100)

@@ -9,7 +9,8 @@
 #        ci/rust-umcg.sh guest KSELFTEST_DIR
 #          builds the guest tests static and installs them as the "rust-umcg"
 #          collection of KSELFTEST_DIR (so the guest's runner and the verdict
-#          treat them like the kernel's selftests).
+#          treat them like the kernel's selftests), and umcg-protocol-stress,
+#          the protocol tests in a loop for UMCG_STRESS_SECS (default 60).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=ci/common.sh
@@ -66,6 +67,14 @@ guest)
 	for e in simple_scheduler thousand_reads echo_server; do
 		cp "$ws/target/$target/release/examples/$e" "$dest/"
 	done
+	# The protocol tests again, in a loop for a bounded time (a race that shows
+	# once in a hundred runs is found by a loop, not by a single run).
+	cat > "$dest/umcg-protocol-stress" <<-EOF
+		#!/bin/sh
+		exec "\$(dirname "\$0")/umcg-protocol-tests" --stress ${UMCG_STRESS_SECS:-60}
+	EOF
+	chmod +x "$dest/umcg-protocol-stress"
+	tests+=(umcg-protocol-stress)
 	# Each binary runs its tests in child processes with their own timeouts.
 	echo "timeout=600" > "$dest/settings"
 	sed -i '/^rust-umcg:/d' "$kst/kselftest-list.txt"

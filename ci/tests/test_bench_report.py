@@ -31,6 +31,19 @@ bench scaling/umcg_server_worker/1000 ns_per_switch 1800.0\r
 bench runtime_mixed/umcg/1000 ns_per_task 100.0
 bench runtime_mixed/threads/1000 ns_per_task 150.0
 bench runtime_mixed/tokio/1000 ns_per_task 300.0
+bench runtime_mixed_csw/umcg/1000 csw_per_task 4.0
+bench runtime_mixed_syscalls/umcg/1000 syscalls_per_task 9.0
+bench server_rps/umcg/100 req_per_s 1000
+bench server_rps/threads/100 req_per_s 800
+bench server_p99/umcg/100 us 900
+bench server_p99/threads/100 us 1000
+bench server_rps/umcg/10000 req_per_s 500
+bench server_rps/threads/10000 req_per_s 600
+bench server_rps/tokio_async/10000 req_per_s 1000
+bench server_p99/umcg/10000 us 3000
+bench server_p99/threads/10000 us 2000
+bench server_p99/tokio_async/10000 us 1500
+bench server_mem/umcg/10000 KiB_per_conn 20
 bench runtime_throughput/umcg/10 tasks_per_s 50.0
 """
 
@@ -95,12 +108,35 @@ class BenchReportTest(unittest.TestCase):
 
     def test_runtime_speedups_for_times(self):
         r = self.report()
-        g = self.ratio(r, "runtime speedup over threads (1000 tasks)")
+        g = self.ratio(r, "runtime mixed workload: speedup over threads (1000 tasks)")
         self.assertAlmostEqual(1.5, g[3])
-        self.assertTrue(g[5])
-        g = self.ratio(r, "runtime speedup over tokio (1000 tasks)")
+        self.assertFalse(g[5])  # the goal is 2x
+        g = self.ratio(r, "runtime mixed workload: speedup over tokio (1000 tasks)")
         self.assertAlmostEqual(3.0, g[3])
+        self.assertTrue(g[5])  # the goal is 2.5x
+        self.assertAlmostEqual(4.0, self.ratio(r, "context switches per task, umcg (1000 tasks)")[3])
+        self.assertAlmostEqual(9.0, self.ratio(r, "runtime system calls per task, umcg (1000 tasks)")[3])
+
+    def test_echo_server_goals(self):
+        r = self.report()
+        g = self.ratio(r, "echo server: throughput / thread-per-connection (100 conns)")
+        self.assertAlmostEqual(1.25, g[3])
         self.assertTrue(g[5])
+        g = self.ratio(r, "echo server: p99 of thread-per-connection / ours (100 conns)")
+        self.assertAlmostEqual(1000 / 900, g[3])
+        self.assertTrue(g[5])
+        g = self.ratio(r, "echo server: throughput / thread-per-connection (10000 conns)")
+        self.assertFalse(g[5])
+        # Within 1.5x of tokio async at 10000 connections: 0.5x and 2x are not.
+        g = self.ratio(r, "echo server: throughput / tokio async (10000 conns)")
+        self.assertAlmostEqual(0.5, g[3])
+        self.assertFalse(g[5])
+        g = self.ratio(r, "echo server: p99 / tokio async's (10000 conns)")
+        self.assertAlmostEqual(2.0, g[3])
+        self.assertFalse(g[5])
+        # Only at 10000 connections.
+        self.assertFalse([x for x in r.ratios if x[1] == "echo server: throughput / tokio async (100 conns)"])
+        self.assertAlmostEqual(20.0, self.ratio(r, "memory per connection, umcg, KiB (10000 conns)")[3])
 
     def test_kernel_against_kernel(self):
         r = self.report()

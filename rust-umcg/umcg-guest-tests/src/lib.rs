@@ -53,6 +53,13 @@ pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
             }
         }
     }
+    if args.len() >= 3 && args[1] == "--stress" {
+        let secs = args[2].parse().unwrap_or_else(|_| {
+            eprintln!("--stress SECONDS [TEST...]");
+            std::process::exit(2);
+        });
+        stress(suite, tests, &args[3..], Duration::from_secs(secs), timeout);
+    }
     let chosen: Vec<&(&str, TestFn)> = if args.len() > 1 {
         tests
             .iter()
@@ -88,6 +95,73 @@ pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
         chosen.len() - failed
     );
     std::process::exit(if failed == 0 { 0 } else { 1 })
+}
+
+/// `--stress SECONDS [TEST...]`: runs the tests (all if none are named), each in a child
+/// process, round after round in a new order each round, until `budget` is spent (a round
+/// is not cut short, so the bound is `budget` plus one round). One KTAP result: `not ok` at
+/// the first failure, with that test's output, which is what a loop finds that single runs
+/// do not (a race that shows once in a hundred runs).
+fn stress(
+    suite: &str,
+    tests: &[(&str, TestFn)],
+    names: &[String],
+    budget: Duration,
+    timeout: Duration,
+) -> ! {
+    let chosen: Vec<&str> = tests
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| names.is_empty() || names.iter().any(|a| a == n))
+        .collect();
+    println!("TAP version 13");
+    if !umcg::is_supported() {
+        println!("1..0 # SKIP {suite}: the kernel has no UMCG");
+        std::process::exit(4);
+    }
+    println!("1..1");
+    let start = Instant::now();
+    // A seed from the clock, printed, so that a failing order can be replayed by hand.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    println!(
+        "# {suite}.stress: {} tests, {} s, seed {seed}",
+        chosen.len(),
+        budget.as_secs()
+    );
+    let mut order = chosen.clone();
+    let (mut rounds, mut runs) = (0u32, 0u32);
+    while start.elapsed() < budget {
+        // Fisher-Yates with xorshift64.
+        for i in (1..order.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            order.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        for name in &order {
+            let (ok, why, out) = run_child(name, timeout);
+            runs += 1;
+            if !ok {
+                for line in out.lines() {
+                    println!("# {line}");
+                }
+                println!(
+                    "not ok 1 {suite}.stress # {name} failed in round {} after {runs} runs: {why}",
+                    rounds + 1
+                );
+                std::process::exit(1);
+            }
+        }
+        rounds += 1;
+    }
+    println!(
+        "ok 1 {suite}.stress # {rounds} rounds, {runs} runs in {} s",
+        start.elapsed().as_secs()
+    );
+    std::process::exit(0)
 }
 
 fn run_child(name: &str, timeout: Duration) -> (bool, String, String) {

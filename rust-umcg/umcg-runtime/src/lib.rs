@@ -6,31 +6,10 @@
 //! server gets the CPU back at once and runs the next task; when the task wakes, the kernel
 //! queues its worker and the runtime runs it again. Worker threads are reused for new tasks.
 //!
-//! ```no_run
-//! use std::io::{Read, Write};
-//! use std::sync::Arc;
+//! The program below is `examples/thousand_reads.rs`, which the guest tests run on a UMCG
+//! kernel (`cargo run --example thousand_reads` there):
 //!
-//! let rt = umcg_runtime::Builder::new().servers(2).build()?;
-//! let (reader, mut writer) = std::io::pipe()?;
-//! let reader = Arc::new(reader);
-//! let tasks: Vec<_> = (0..1000)
-//!     .map(|_| {
-//!         let r = reader.clone();
-//!         // Each task blocks in read(): its server runs the next task meanwhile.
-//!         rt.spawn(move || {
-//!             let mut b = [0u8; 4];
-//!             (&*r).read_exact(&mut b).map(|()| u32::from_le_bytes(b))
-//!         })
-//!     })
-//!     .collect();
-//! for i in 0..1000u32 {
-//!     writer.write_all(&i.to_le_bytes())?;
-//! }
-//! let sum: u32 = tasks.into_iter().map(|t| t.join().unwrap().unwrap()).sum();
-//! assert_eq!(sum, (0..1000).sum());
-//! rt.shutdown();
-//! # Ok::<(), std::io::Error>(())
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../examples/thousand_reads.rs"), "```")]
 //!
 //! # Design
 //!
@@ -46,9 +25,9 @@
 //!   worker thread before the thread starts, and worker threads are started, joined and freed
 //!   by a *keeper* thread that is not a server.
 //! - A new task runs on a free worker thread if there is one. Otherwise the keeper starts a
-//!   thread for it: at once while there are fewer than two worker threads per server, and
-//!   otherwise if the task is still waiting after a short grace period (a worker that finishes
-//!   meanwhile takes it). So, without a cap ([`Builder::max_worker_threads`]), every task gets a
+//!   thread for it: at once while there are fewer than two worker threads per server or while a
+//!   server has nothing to run, and otherwise (every server busy) one thread per grace period
+//!   of 5 ms while new tasks wait (a worker that finishes meanwhile takes one). So, without a cap ([`Builder::max_worker_threads`]), every task gets a
 //!   thread of its own when it needs one, and a program that completes with one thread per
 //!   task completes here too. Worker threads idle for longer than the keep-alive
 //!   ([`Builder::keep_alive`]) exit.
@@ -74,9 +53,11 @@
 //! A panic in a task is caught and returned by [`JoinHandle::join`].
 
 mod policy;
+mod scope;
 mod sync;
 
 pub use policy::{Fifo, Lifo, Policy};
+pub use scope::{Scope, ScopedJoinHandle};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -492,7 +473,41 @@ thread_local! {
     static CURRENT: Cell<*const Worker<Slot>> = const { Cell::new(std::ptr::null()) };
     /// The runtime of the task that the thread runs.
     static RUNTIME: RefCell<Option<Handle>> = const { RefCell::new(None) };
+    /// The name of the task that the thread runs, if it has one.
+    static TASK_NAME: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
 }
+
+/// The kernel's name of the calling thread (`/proc/self/task/TID/comm`, what `ps` and `top`
+/// show): at most 15 bytes, cut at a character boundary; an inner NUL ends it.
+fn set_thread_name(name: &str) {
+    let name = name.split('\0').next().unwrap_or("");
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut buf = [0u8; 16];
+    buf[..end].copy_from_slice(&name.as_bytes()[..end]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes, which `buf` is.
+    unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
+}
+
+/// Runs `f` as the task named `name`: the thread carries the name while it runs.
+fn named<T>(name: Arc<str>, f: impl FnOnce() -> T) -> T {
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TASK_NAME.with(|n| n.borrow_mut().take());
+            set_thread_name(WORKER_NAME);
+        }
+    }
+    set_thread_name(&name);
+    TASK_NAME.with(|n| *n.borrow_mut() = Some(name));
+    let _restore = Restore;
+    f()
+}
+
+/// The name of worker threads between tasks and while they run unnamed tasks.
+const WORKER_NAME: &str = "umcg-worker";
 
 fn worker_main(shared: Arc<Shared>) {
     // Returns once a server runs it.
@@ -628,10 +643,18 @@ fn keeper_main(shared: Arc<Shared>) {
         if shared.threads_needed() > 0 && below_cap && !shared.shutdown_done() {
             let since = *need_since.get_or_insert_with(Instant::now);
             let waited = since.elapsed();
-            if alive < warm || waited >= shared.grace + backoff {
+            // A server with nothing to run could run the task now: start its thread at once.
+            // Otherwise every server is busy, and the task gets a thread after the grace
+            // period (one per period: tasks that keep the servers busy, preempted or not, do
+            // not make the keeper start a thread for every waiting task at once).
+            let server_idle = shared.work.has_waiters();
+            if backoff.is_zero() && (alive < warm || server_idle)
+                || waited >= shared.grace + backoff
+            {
                 shared.keeper.cancel();
                 if start_worker(&shared, &mut threads) {
                     backoff = Duration::ZERO;
+                    need_since = (!server_idle).then(Instant::now);
                 } else {
                     // Out of memory or threads: try again later, the task waits.
                     backoff = (backoff * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
@@ -704,7 +727,7 @@ fn start_worker(
     shared.starting.fetch_add(1, SeqCst);
     let s = shared.clone();
     let t = thread::Builder::new()
-        .name("umcg-worker".into())
+        .name(WORKER_NAME.into())
         .stack_size(shared.stack_size)
         .spawn(move || worker_main(s));
     match t {
@@ -887,7 +910,7 @@ impl Builder {
             servers_left: AtomicUsize::new(0),
             max_workers: self.max_workers,
             keep_alive: self.keep_alive,
-            grace: Duration::from_millis(1),
+            grace: Duration::from_millis(5),
             reactor: OnceLock::new(),
             reactor_done: AtomicBool::new(false),
             running: (0..self.servers).map(|_| Mutex::new(None)).collect(),
@@ -931,7 +954,8 @@ impl std::fmt::Debug for Runtime {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Tasks spawned and not finished.
+    /// Tasks spawned and not finished. A task is counted until its worker is done with it,
+    /// which may be a moment after its [`JoinHandle::join`] returned.
     pub live_tasks: usize,
     /// Worker threads (with a task, free, or starting).
     pub worker_threads: usize,
@@ -990,15 +1014,11 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let inner = Arc::new(JoinInner {
-        result: Mutex::new(None),
-        cv: Condvar::new(),
-    });
+    let inner = Arc::new(JoinInner::new());
     let mine = inner.clone();
     let queued = shared.spawn_job(Box::new(move || {
         let r = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::panic);
-        *lock(&mine.result) = Some(r);
-        mine.cv.notify_all();
+        mine.set(r);
         // If the `JoinHandle` is gone, the result is dropped here, and its `Drop` may panic:
         // that panic must not unwind out of the job, past the bookkeeping of the worker that
         // runs it. Its payload is leaked, in case dropping that panics too.
@@ -1007,7 +1027,7 @@ where
         }
     }));
     if !queued {
-        *lock(&inner.result) = Some(Err(JoinError(JoinErrorKind::Cancelled)));
+        inner.set(Err(JoinError(JoinErrorKind::Cancelled)));
     }
     JoinHandle { inner }
 }
@@ -1023,6 +1043,26 @@ impl Handle {
         T: Send + 'static,
     {
         spawn_on(&self.shared, f)
+    }
+
+    /// Like [`Handle::spawn`], for a task with a name: [`current_task_name`] returns it
+    /// inside the task, and its worker thread carries it as its kernel name (the first 15
+    /// bytes, what `ps -L`, `top -H` and `/proc/self/task/TID/comm` show) while it runs the
+    /// task. The thread's `std::thread::Thread::name()` stays `umcg-worker`.
+    ///
+    /// ```no_run
+    /// let rt = umcg_runtime::Runtime::new()?;
+    /// let h = rt.handle().spawn_named("fetcher", || umcg_runtime::current_task_name());
+    /// assert_eq!(h.join().unwrap().as_deref(), Some("fetcher"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_named<F, T>(&self, name: &str, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let name: Arc<str> = name.into();
+        spawn_on(&self.shared, move || named(name, f))
     }
 
     /// The runtime of the task that calls it, if the caller is a task.
@@ -1162,6 +1202,24 @@ impl Runtime {
         spawn_on(&self.shared, f)
     }
 
+    /// Like [`Runtime::spawn`], for a task with a name; see [`Handle::spawn_named`].
+    pub fn spawn_named<F, T>(&self, name: &str, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle().spawn_named(name, f)
+    }
+
+    /// Runs `f` with a [`Scope`] whose tasks may borrow from the caller; see
+    /// [`Handle::scope`].
+    pub fn scope<'env, F, R>(&self, f: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+    {
+        self.handle().scope(f)
+    }
+
     /// A handle that spawns on this runtime.
     pub fn handle(&self) -> Handle {
         Handle {
@@ -1262,6 +1320,12 @@ pub fn yield_now() {
     }
 }
 
+/// The name of the task the caller runs, if it is a task spawned with a name
+/// ([`Handle::spawn_named`]).
+pub fn current_task_name() -> Option<Arc<str>> {
+    TASK_NAME.with(|n| n.borrow().clone())
+}
+
 /// The number of the task the caller runs, if it is a task.
 pub fn current_task() -> Option<u64> {
     let w = CURRENT.with(|c| c.get());
@@ -1272,6 +1336,31 @@ pub fn current_task() -> Option<u64> {
 struct JoinInner<T> {
     result: Mutex<Option<Result<T, JoinError>>>,
     cv: Condvar,
+}
+
+impl<T> JoinInner<T> {
+    fn new() -> Self {
+        JoinInner {
+            result: Mutex::new(None),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn set(&self, r: Result<T, JoinError>) {
+        *lock(&self.result) = Some(r);
+        self.cv.notify_all();
+    }
+
+    /// Waits for the result and takes it.
+    fn wait(&self) -> Result<T, JoinError> {
+        let mut r = lock(&self.result);
+        loop {
+            if let Some(r) = r.take() {
+                return r;
+            }
+            r = self.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// Why a task gave no result: it panicked, or it never ran because the runtime had shut down.
@@ -1357,13 +1446,44 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn join(self) -> Result<T, JoinError> {
+        self.inner.wait()
+    }
+
+    /// Waits for the task at most `timeout`: its result as [`join`](Self::join) gives it, or,
+    /// when the task has not finished by then, the handle back (to wait again, or to drop,
+    /// which detaches the task: it runs on).
+    ///
+    /// A task cannot be cancelled once it started: on a timeout it goes on running.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let rt = umcg_runtime::Runtime::new()?;
+    /// let slow = rt.spawn(|| std::thread::sleep(Duration::from_secs(1)));
+    /// let slow = slow.join_timeout(Duration::from_millis(10)).expect_err("still running");
+    /// assert!(slow.join_timeout(Duration::from_secs(10)).is_ok());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, Self> {
+        let deadline = Instant::now().checked_add(timeout);
         let mut r = lock(&self.inner.result);
         loop {
             if let Some(r) = r.take() {
-                return r;
+                return Ok(r);
             }
-            r = self.inner.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if d <= now => break,
+                Some(d) => d - now,
+                // So far away that it cannot come: wait as long as join() would.
+                None => Duration::from_secs(3600),
+            };
+            r = match self.inner.cv.wait_timeout(r, left) {
+                Ok((r, _)) => r,
+                Err(e) => e.into_inner().0,
+            };
         }
+        drop(r);
+        Err(self)
     }
 
     /// Whether the task has finished.
@@ -1384,6 +1504,30 @@ mod tests {
         }
         let e = Builder::new().servers(1).build().expect_err("no UMCG");
         assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    }
+
+    /// Task names: the kernel name is cut to 15 bytes at a character boundary and restored
+    /// after the task; the name is seen inside only.
+    #[test]
+    fn named_task_bookkeeping() {
+        std::thread::spawn(|| {
+            let comm = || std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+            let seen = named("abcdefghijklmn\u{e9}xyz".into(), || {
+                (current_task_name(), comm())
+            });
+            assert_eq!(seen.0.as_deref(), Some("abcdefghijklmn\u{e9}xyz"));
+            // 14 ASCII bytes, then a 2-byte character that does not fit in 15.
+            assert_eq!(seen.1, "abcdefghijklmn\n");
+            assert_eq!(comm(), "umcg-worker\n");
+            assert!(current_task_name().is_none());
+            // Restored when the task panics, too.
+            let r = panic::catch_unwind(|| named("boom".into(), || panic!("on purpose")));
+            assert!(r.is_err());
+            assert_eq!(comm(), "umcg-worker\n");
+            assert!(current_task_name().is_none());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

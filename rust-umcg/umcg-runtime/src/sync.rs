@@ -195,28 +195,17 @@ impl EventCount {
         self.seq.load(SeqCst)
     }
 
+    /// Whether a thread is between `prepare()` and the end of its `wait()` (or `cancel()`).
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiters.load(SeqCst) != 0
+    }
+
     pub(crate) fn cancel(&self) {
         self.waiters.fetch_sub(1, SeqCst);
     }
 
     pub(crate) fn wait(&self, ticket: u32, timeout: Option<std::time::Duration>) {
-        let ts = timeout.map(|d| libc::timespec {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_nsec: d.subsec_nanos() as libc::c_long,
-        });
-        let tsp = ts
-            .as_ref()
-            .map_or(ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: the futex word and the timeout live across the call.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.seq.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                ticket,
-                tsp,
-            )
-        };
+        umcg::sys::futex_wait(&self.seq, ticket, timeout);
         self.waiters.fetch_sub(1, SeqCst);
     }
 
@@ -225,15 +214,7 @@ impl EventCount {
         if self.waiters.load(SeqCst) == 0 {
             return;
         }
-        // SAFETY: the futex word lives across the call.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.seq.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                n,
-            )
-        };
+        umcg::sys::futex_wake(&self.seq, n);
     }
 
     pub(crate) fn notify_one(&self) {
@@ -249,6 +230,7 @@ impl EventCount {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     fn job() -> Job {
         Box::new(|| {})
@@ -329,16 +311,72 @@ mod tests {
         }
     }
 
-    #[test]
-    fn event_count_wakes_a_waiter_and_never_misses() {
-        let ec = Arc::new(EventCount::default());
-        for _ in 0..200 {
-            let ticket = ec.prepare();
-            let e2 = ec.clone();
-            let t = std::thread::spawn(move || e2.notify_one());
-            // Whether the notify came before or after, this returns.
-            ec.wait(ticket, Some(std::time::Duration::from_secs(10)));
-            t.join().unwrap();
+    /// Whether the thread `tid` of this process sleeps (`S` in its `stat`).
+    fn sleeping(tid: libc::pid_t) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.starts_with('S')
+    }
+
+    /// Starts `n` threads that each wait once (with a long timeout) and waits until all of
+    /// them sleep in the futex; each sends how long its wait took.
+    fn sleepers(ec: &Arc<EventCount>, n: usize) -> std::sync::mpsc::Receiver<Duration> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (tids_tx, tids_rx) = std::sync::mpsc::channel();
+        for _ in 0..n {
+            let (ec, tx, tids_tx) = (ec.clone(), tx.clone(), tids_tx.clone());
+            std::thread::spawn(move || {
+                // SAFETY: gettid() has no preconditions.
+                tids_tx.send(unsafe { libc::gettid() }).unwrap();
+                let ticket = ec.prepare();
+                let start = Instant::now();
+                ec.wait(ticket, Some(Duration::from_secs(30)));
+                tx.send(start.elapsed()).unwrap();
+            });
         }
+        let tids: Vec<_> = (0..n).map(|_| tids_rx.recv().unwrap()).collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(ec.waiters.load(SeqCst) == n as u32 && tids.iter().all(|&t| sleeping(t))) {
+            assert!(Instant::now() < deadline, "the waiters never went to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rx
+    }
+
+    #[test]
+    fn notify_one_wakes_a_sleeping_waiter() {
+        let ec = Arc::new(EventCount::default());
+        for _ in 0..5 {
+            let rx = sleepers(&ec, 1);
+            ec.notify_one();
+            // Woken, not timed out (30 s): the wake reached the futex.
+            let took = rx.recv_timeout(Duration::from_secs(10)).expect("not woken");
+            assert!(took < Duration::from_secs(10), "{took:?}");
+        }
+    }
+
+    #[test]
+    fn notify_all_wakes_every_sleeping_waiter() {
+        let ec = Arc::new(EventCount::default());
+        let rx = sleepers(&ec, 4);
+        ec.notify_all();
+        for _ in 0..4 {
+            rx.recv_timeout(Duration::from_secs(10)).expect("not woken");
+        }
+        assert_eq!(ec.waiters.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn a_notify_between_prepare_and_wait_is_not_missed() {
+        let ec = EventCount::default();
+        for _ in 0..100 {
+            let ticket = ec.prepare();
+            ec.notify_one();
+            let start = Instant::now();
+            ec.wait(ticket, Some(Duration::from_secs(30)));
+            assert!(start.elapsed() < Duration::from_secs(10));
+        }
+        assert_eq!(ec.waiters.load(SeqCst), 0);
     }
 }

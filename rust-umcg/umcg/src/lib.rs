@@ -26,36 +26,10 @@
 //!
 //! # Example
 //!
-//! One server runs one worker, which blocks in `nanosleep()` on the way:
+//! A scheduler on this layer: one server runs eight workers that yield and block. The
+//! program is `examples/simple_scheduler.rs`, which the guest tests run on a UMCG kernel:
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use umcg::{Event, Group, Server};
-//!
-//! # fn main() -> std::io::Result<()> {
-//! let group: Group<&'static str> = Group::new();
-//! let server = Server::register()?;
-//! let g = group.clone();
-//! let worker = std::thread::spawn(move || {
-//!     let me = g.register_worker("sleeper").unwrap(); // returns once a server runs it
-//!     std::thread::sleep(Duration::from_millis(10)); // blocks: the server runs again
-//!     drop(me); // unregisters, handing the CPU back
-//! });
-//! let mut done = false;
-//! while !done {
-//!     group.park(&server, Some(Duration::from_secs(1)))?; // as the idle server
-//!     for w in group.take_idle() {
-//!         match server.run(&group, w)? {
-//!             Event::Exited(_) => done = true,
-//!             Event::Blocked(w) => println!("{} blocked", w.data()),
-//!             other => println!("{other:?}"),
-//!         }
-//!     }
-//! }
-//! worker.join().unwrap();
-//! # Ok(())
-//! # }
-//! ```
+#![doc = concat!("```no_run\n", include_str!("../examples/simple_scheduler.rs"), "```")]
 
 pub mod sys;
 

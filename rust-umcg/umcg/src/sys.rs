@@ -109,6 +109,7 @@ pub unsafe fn umcg_ctl(flags: u32, task: *mut umcg_task) -> io::Result<()> {
     if !is_supported() {
         return Err(unsupported());
     }
+    stats::count(&stats::UMCG_CTL);
     // SAFETY: the system call only reads and writes `task` as the caller promised.
     result(unsafe { libc::syscall(SYS_UMCG_CTL, flags, task) })
 }
@@ -123,6 +124,7 @@ pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
     if !is_supported() {
         return Err(unsupported());
     }
+    stats::count(&stats::UMCG_WAIT);
     // SAFETY: the system call takes no pointers.
     result(unsafe { libc::syscall(SYS_UMCG_WAIT, flags, abs_timeout) })
 }
@@ -176,6 +178,7 @@ pub fn gettid() -> u32 {
 
 /// Sends `signal` to the thread `tid` of this process (`tgkill()`).
 pub fn tgkill(tid: u32, signal: libc::c_int) -> io::Result<()> {
+    stats::count(&stats::TGKILL);
     // SAFETY: no pointers; the kernel checks the arguments.
     let ret = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, signal) };
     if ret == 0 {
@@ -201,6 +204,107 @@ pub(crate) fn sigaction(
             return Err(io::Error::last_os_error());
         }
         Ok(old)
+    }
+}
+
+/// `FUTEX_WAIT` (private) on `word`: sleeps while it holds `expected`, until a
+/// [`futex_wake`], a signal or, if given, the (relative) `timeout`. Returns whether the call
+/// slept and was woken (`false`: the word had changed, a timeout or an interruption; callers
+/// check their condition again in every case).
+pub fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) -> bool {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    stats::count(&stats::FUTEX_WAIT);
+    // SAFETY: the kernel reads the futex word, which `word` keeps alive across the call, and
+    // the timespec, which lives on this stack frame.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        )
+    };
+    ret == 0
+}
+
+/// `FUTEX_WAKE` (private): wakes up to `n` threads waiting on `word`; returns how many.
+pub fn futex_wake(word: &std::sync::atomic::AtomicU32, n: i32) -> usize {
+    stats::count(&stats::FUTEX_WAKE);
+    // SAFETY: the kernel only hashes the address of the word, which `word` keeps alive.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        )
+    };
+    usize::try_from(ret).unwrap_or(0)
+}
+
+/// Counts of the system calls made through this module, process-wide, for benchmarks: each
+/// counter is a relaxed atomic add next to the call, compiled in only with the
+/// `syscall-stats` feature (without it, [`snapshot`](stats::snapshot) reads zeros).
+pub mod stats {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    pub(super) static UMCG_CTL: AtomicU64 = AtomicU64::new(0);
+    pub(super) static UMCG_WAIT: AtomicU64 = AtomicU64::new(0);
+    pub(super) static FUTEX_WAIT: AtomicU64 = AtomicU64::new(0);
+    pub(super) static FUTEX_WAKE: AtomicU64 = AtomicU64::new(0);
+    pub(super) static TGKILL: AtomicU64 = AtomicU64::new(0);
+
+    #[inline]
+    pub(super) fn count(_c: &AtomicU64) {
+        #[cfg(feature = "syscall-stats")]
+        _c.fetch_add(1, Relaxed);
+    }
+
+    /// The system calls made so far, by kind.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct Counts {
+        /// `umcg_ctl()`.
+        pub umcg_ctl: u64,
+        /// `umcg_wait()`.
+        pub umcg_wait: u64,
+        /// `FUTEX_WAIT` through [`super::futex_wait`].
+        pub futex_wait: u64,
+        /// `FUTEX_WAKE` through [`super::futex_wake`].
+        pub futex_wake: u64,
+        /// `tgkill()`.
+        pub tgkill: u64,
+    }
+
+    impl Counts {
+        /// All of them.
+        pub fn total(&self) -> u64 {
+            self.umcg_ctl + self.umcg_wait + self.futex_wait + self.futex_wake + self.tgkill
+        }
+    }
+
+    /// Whether the counters count (the `syscall-stats` feature).
+    pub const ENABLED: bool = cfg!(feature = "syscall-stats");
+
+    /// The counts now.
+    pub fn snapshot() -> Counts {
+        Counts {
+            umcg_ctl: UMCG_CTL.load(Relaxed),
+            umcg_wait: UMCG_WAIT.load(Relaxed),
+            futex_wait: FUTEX_WAIT.load(Relaxed),
+            futex_wake: FUTEX_WAKE.load(Relaxed),
+            tgkill: TGKILL.load(Relaxed),
+        }
     }
 }
 

@@ -7,12 +7,21 @@
 //!   all (ns per task);
 //! - `runtime_mixed/<impl>/<tasks>`: the mixed workload (each task computes, blocks in
 //!   `nanosleep()`, computes again) with `<impl>` = `umcg` (2 servers), `threads` (a
-//!   `std::thread` per task) or `tokio` (`spawn_blocking` on a 2-worker runtime); ns per task.
+//!   `std::thread` per task) or `tokio` (`spawn_blocking` on a 2-worker runtime); ns per task;
+//!   beside it `runtime_mixed_csw/<impl>/<tasks>`, the process's context switches per task,
+//!   and `runtime_mixed_syscalls/umcg/<tasks>`, the runtime's own system calls per task
+//!   (`umcg_wait`, `umcg_ctl`, futex, `tgkill`; those of the tasks are the same everywhere);
+//! - `server_{rps,p99,p50,mem}/<impl>/<conns>`: the blocking-I/O echo server (one task or
+//!   thread per connection; see `umcg_bench::echo`) under a closed-loop load generator on one
+//!   thread with `epoll`, for `umcg`, `threads`, `tokio_async` and `tokio_blocking`: requests
+//!   per second, round-trip percentiles (µs), and memory per connection (KiB).
 //!
-//! Usage: `umcg-runtime-bench [--reps N] [--quick]`. Times are wall-clock in the guest, which
-//! may be emulated: only ratios between lines of one run mean anything.
+//! Usage: `umcg-runtime-bench [--reps N] [--quick] [--only mixed|server] [--measure SECS]`.
+//! Times are wall-clock in the guest, which may be emulated: only ratios between lines of one
+//! run mean anything.
 
 use std::time::{Duration, Instant};
+use umcg_bench::{context_switches, echo};
 
 /// One task of the mixed workload.
 fn mixed_work(i: u64) -> u64 {
@@ -46,9 +55,28 @@ fn throughput_umcg(tasks: u64) -> f64 {
     t
 }
 
+/// A mixed-workload run: ns per task, context switches per task, the runtime's system calls
+/// per task.
+struct Mixed {
+    ns: f64,
+    csw: f64,
+    syscalls: f64,
+}
+
+fn measured(tasks: u64, f: impl FnOnce() -> f64) -> Mixed {
+    let (csw, calls) = (context_switches(), umcg::sys::stats::snapshot().total());
+    let ns = f();
+    Mixed {
+        ns,
+        csw: (context_switches() - csw) as f64 / tasks as f64,
+        syscalls: (umcg::sys::stats::snapshot().total() - calls) as f64 / tasks as f64,
+    }
+}
+
 fn mixed_umcg(tasks: u64) -> f64 {
     let rt = umcg_runtime::Builder::new()
         .servers(2)
+        .stack_size(256 << 10)
         .build()
         .expect("umcg runtime");
     let start = Instant::now();
@@ -100,10 +128,15 @@ fn mixed_tokio(tasks: u64) -> f64 {
     t
 }
 
+/// One implementation of the mixed workload: ns per task for so many tasks.
+type Workload = fn(u64) -> f64;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut reps = 5;
+    let mut reps = 3;
     let mut quick = false;
+    let mut only: Option<String> = None;
+    let mut measure = Duration::from_secs(2);
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
@@ -112,6 +145,18 @@ fn main() {
                 reps = args.get(i).and_then(|v| v.parse().ok()).expect("--reps N");
             }
             "--quick" => quick = true,
+            "--only" => {
+                i += 1;
+                only = Some(args.get(i).cloned().expect("--only mixed|server"));
+            }
+            "--measure" => {
+                i += 1;
+                measure = Duration::from_secs_f64(
+                    args.get(i)
+                        .and_then(|v| v.parse().ok())
+                        .expect("--measure SECS"),
+                );
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 1;
@@ -120,32 +165,75 @@ fn main() {
         println!("# SKIP: the kernel has no UMCG");
         std::process::exit(4);
     }
-    println!("# umcg-runtime-bench: wall-clock ns per task; the guest may be emulated (TCG): compare ratios only");
-    let sizes: &[u64] = if quick {
-        &[10, 100]
-    } else {
-        &[10, 100, 1000, 10000]
-    };
-    let mixed = if quick { 100 } else { 1000 };
-    for _ in 0..reps {
-        for &n in sizes {
-            println!(
-                "bench runtime_throughput/umcg/{n} ns_per_task {:.1}",
-                throughput_umcg(n)
-            );
+    // 10000 threads, each with its sockets: more than the guest's defaults.
+    echo::allow_threads(50_000);
+    echo::allow_files(30_000).expect("RLIMIT_NOFILE");
+    println!("# umcg-runtime-bench: wall-clock times; the guest may be emulated (TCG): compare ratios only");
+    let want = |w: &str| only.as_deref().is_none_or(|o| o == w);
+    if want("mixed") {
+        let sizes: &[u64] = if quick {
+            &[10, 100]
+        } else {
+            &[10, 100, 1000, 10000]
+        };
+        let mixed: &[u64] = if quick { &[100] } else { &[1000, 10000] };
+        for _ in 0..reps {
+            for &n in sizes {
+                println!(
+                    "bench runtime_throughput/umcg/{n} ns_per_task {:.1}",
+                    throughput_umcg(n)
+                );
+            }
+            for &n in mixed {
+                // Interleaved, so that drift in the machine's speed hits them alike.
+                let runs: [(&str, Workload); 3] = [
+                    ("umcg", mixed_umcg),
+                    ("threads", mixed_threads),
+                    ("tokio", mixed_tokio),
+                ];
+                for (name, f) in runs {
+                    let m = measured(n, || f(n));
+                    println!("bench runtime_mixed/{name}/{n} ns_per_task {:.1}", m.ns);
+                    println!(
+                        "bench runtime_mixed_csw/{name}/{n} csw_per_task {:.2}",
+                        m.csw
+                    );
+                    if name == "umcg" && umcg::sys::stats::ENABLED {
+                        println!(
+                            "bench runtime_mixed_syscalls/{name}/{n} syscalls_per_task {:.2}",
+                            m.syscalls
+                        );
+                    }
+                }
+            }
         }
-        // Interleave the three, so that drift in the machine's speed hits them alike.
+    }
+    if want("server") {
+        let conns: &[usize] = if quick { &[100] } else { &[100, 1000, 10000] };
         println!(
-            "bench runtime_mixed/umcg/{mixed} ns_per_task {:.1}",
-            mixed_umcg(mixed)
+            "# echo server: {MSG}-byte requests, one in flight per connection, {} s per point; the load generator (1 thread, epoll) shares the vCPUs",
+            measure.as_secs_f64(),
+            MSG = echo::MSG
         );
-        println!(
-            "bench runtime_mixed/threads/{mixed} ns_per_task {:.1}",
-            mixed_threads(mixed)
-        );
-        println!(
-            "bench runtime_mixed/tokio/{mixed} ns_per_task {:.1}",
-            mixed_tokio(mixed)
-        );
+        for &n in conns {
+            for which in echo::Impl::ALL {
+                let name = which.name();
+                match echo::run(which, n, 2, measure) {
+                    Ok(o) => {
+                        println!(
+                            "bench server_rps/{name}/{n} req_per_s {:.0}",
+                            o.requests_per_sec
+                        );
+                        println!("bench server_p99/{name}/{n} us {:.0}", o.p99_us);
+                        println!("bench server_p50/{name}/{n} us {:.0}", o.p50_us);
+                        println!(
+                            "bench server_mem/{name}/{n} KiB_per_conn {:.1}",
+                            o.kib_per_conn
+                        );
+                    }
+                    Err(e) => println!("# server {name} with {n} connections failed: {e}"),
+                }
+            }
+        }
     }
 }

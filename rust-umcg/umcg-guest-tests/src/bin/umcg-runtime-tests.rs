@@ -575,14 +575,44 @@ fn threads_now() -> usize {
         .unwrap_or(0)
 }
 
+/// The kernel names and states of this process's threads, for a failure report.
+fn thread_names() -> String {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for e in dir.flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            out.push(format!(
+                "{}({})",
+                e.file_name().to_string_lossy(),
+                stat.split(") ")
+                    .next()
+                    .unwrap_or("")
+                    .split(" (")
+                    .nth(1)
+                    .unwrap_or("?")
+                    .to_string()
+                    + " "
+                    + stat
+                        .split(") ")
+                        .nth(1)
+                        .unwrap_or("?")
+                        .get(..1)
+                        .unwrap_or("?")
+            ));
+        }
+    }
+    out.join(", ")
+}
+
 /// Waits up to 10 s for the process to be back to `n` threads.
 fn threads_back_to(n: usize) -> Result<(), String> {
     let start = Instant::now();
     while threads_now() > n {
         check!(
             start.elapsed() < Duration::from_secs(10),
-            "{} threads left, {n} before the runtime",
-            threads_now()
+            "{} threads left, {n} before the runtime: {}",
+            threads_now(),
+            thread_names()
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -703,6 +733,427 @@ fn worker_thread_start_failure_waits() -> Result<(), String> {
     Ok(())
 }
 
+/// Spins for about `d` (counting `inside` while it does), then returns.
+fn spin_for(d: Duration, inside: &AtomicUsize, most: &AtomicUsize) {
+    let n = inside.fetch_add(1, SeqCst) + 1;
+    most.fetch_max(n, SeqCst);
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+    inside.fetch_sub(1, SeqCst);
+}
+
+/// Waits up to 5 s for the runtime to have no task left and nothing running, blocked or
+/// queued: the counts must settle once every task was joined.
+fn settled(h: &umcg_runtime::Handle) -> Result<umcg_runtime::Metrics, String> {
+    let start = Instant::now();
+    loop {
+        let m = h.metrics();
+        if m.live_tasks == 0 && m.running == 0 && m.blocked == 0 && m.queued == 0 {
+            return Ok(m);
+        }
+        check!(
+            start.elapsed() < Duration::from_secs(5),
+            "counts left over: {m:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Four servers (more than the vCPUs of the test guests with 2): tasks that compute, block
+/// and yield all finish, more than two of them run at once, and the counts settle at zero.
+fn four_servers() -> Result<(), String> {
+    let rt = Builder::new().servers(4).build().ctx("build")?;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let hs: Vec<_> = (0..400u64)
+        .map(|i| {
+            let (inside, most) = (inside.clone(), most.clone());
+            rt.spawn(move || {
+                match i % 4 {
+                    0 => thread::sleep(Duration::from_millis(2)),
+                    1 => umcg_runtime::yield_now(),
+                    _ => {}
+                }
+                spin_for(Duration::from_millis(3), &inside, &most);
+                i
+            })
+        })
+        .collect();
+    let sum: u64 = bounded(100, "400 tasks on 4 servers", move || {
+        hs.into_iter().map(|h| h.join().unwrap_or(u64::MAX)).sum()
+    })?;
+    check!(sum == (0..400).sum::<u64>(), "sum {sum}");
+    let most = most.load(SeqCst);
+    check!(most >= 3, "at most {most} tasks ran at once on 4 servers");
+    // A task's result is delivered just before the task is counted out.
+    let m = settled(&rt.handle())?;
+    println!("400 tasks on 4 servers: up to {most} running at once; {m:?}");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// Preemption and blocking at once, on one server: tasks that spin through several time
+/// slices and block in between (a worker may be preempted just as it blocks, BLOCKED with
+/// PREEMPTED set), all finish, none starves, and the counts settle at zero.
+fn preemption_with_blocking() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(1)
+        .preemption(Duration::from_millis(1))
+        .build()
+        .ctx("build")?;
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (r, w) = std::io::pipe().ctx("pipe")?;
+    let (r, w) = (Arc::new(r), Arc::new(w));
+    let hs: Vec<_> = (0..40u64)
+        .map(|i| {
+            let (inside, most, r, w) = (inside.clone(), most.clone(), r.clone(), w.clone());
+            rt.spawn(move || -> std::io::Result<u64> {
+                for round in 0..10u64 {
+                    spin_for(
+                        Duration::from_micros(500 + (i * 137 + round * 71) % 3000),
+                        &inside,
+                        &most,
+                    );
+                    if (i + round) % 2 == 0 {
+                        thread::sleep(Duration::from_micros(300));
+                    } else {
+                        // A token through a pipe: a blocking read another task wakes.
+                        (&*w).write_all(&[1])?;
+                        let mut b = [0u8; 1];
+                        (&*r).read_exact(&mut b)?;
+                    }
+                }
+                Ok(i)
+            })
+        })
+        .collect();
+    let sum: u64 = bounded(
+        100,
+        "spinning, blocking tasks under preemption",
+        move || {
+            hs.into_iter()
+                .map(|h| h.join().ok().and_then(|r| r.ok()).unwrap_or(u64::MAX))
+                .sum()
+        },
+    )?;
+    check!(sum == (0..40).sum::<u64>(), "sum {sum} (a task failed)");
+    // One server: two tasks spinning at once means one was preempted mid-spin.
+    let most = most.load(SeqCst);
+    check!(
+        most >= 2,
+        "never preempted: at most {most} spinning at once"
+    );
+    let m = settled(&rt.handle())?;
+    println!("40 tasks, 1 server, 1 ms slices: up to {most} mid-spin at once; {m:?}");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// Raises the kernel's thread limit to at least `n` (the default scales with memory: about
+/// 8000 in a 1 GiB guest).
+fn allow_threads(n: u64) -> Result<(), String> {
+    let path = "/proc/sys/kernel/threads-max";
+    let now: u64 = std::fs::read_to_string(path)
+        .ctx(path)?
+        .trim()
+        .parse()
+        .ctx(path)?;
+    if now < n {
+        std::fs::write(path, n.to_string()).ctx(path)?;
+    }
+    Ok(())
+}
+
+/// 10000 tasks blocked at once (each in a read() of one pipe) on two servers, then all fed
+/// and joined: one worker thread each, and back to the threads of before after the
+/// keep-alive.
+fn ten_thousand_blocked_tasks() -> Result<(), String> {
+    const N: usize = 10_000;
+    allow_threads(3 * N as u64)?;
+    let before = threads_now();
+    let rt = Builder::new()
+        .servers(2)
+        .stack_size(32 << 10)
+        .keep_alive(Duration::from_millis(100))
+        .build()
+        .ctx("build")?;
+    let (r, mut w) = std::io::pipe().ctx("pipe")?;
+    let r = Arc::new(r);
+    let start = Instant::now();
+    let hs: Vec<_> = (0..N)
+        .map(|_| {
+            let r = r.clone();
+            rt.spawn(move || {
+                let mut b = [0u8; 4];
+                (&*r).read_exact(&mut b).map(|()| u32::from_le_bytes(b))
+            })
+        })
+        .collect();
+    let handle = rt.handle();
+    let m = bounded(90, "10000 tasks blocking", move || loop {
+        let m = handle.metrics();
+        if m.blocked >= N || m.worker_threads >= N && m.running == 0 && m.queued == 0 {
+            return m;
+        }
+        thread::sleep(Duration::from_millis(50));
+    })?;
+    let all_blocked = start.elapsed();
+    check!(m.blocked == N, "{} blocked of {N}: {m:?}", m.blocked);
+    let sum = bounded(60, "feeding 10000 blocked tasks", move || {
+        for i in 0..N as u32 {
+            w.write_all(&i.to_le_bytes()).ctx("write")?;
+        }
+        let mut sum = 0u64;
+        for h in hs {
+            sum += u64::from(h.join().map_err(|_| "task panicked")?.ctx("read")?);
+        }
+        Ok::<u64, String>(sum)
+    })??;
+    check!(sum == (0..N as u64).sum::<u64>(), "sum {sum}");
+    println!(
+        "{N} tasks blocked at once after {all_blocked:?} ({} worker threads started), all done after {:?}",
+        m.threads_started,
+        start.elapsed()
+    );
+    // The keeper, the reactor and the two servers stay.
+    threads_back_to(before + 4)?;
+    bounded(30, "shutdown", move || rt.shutdown())?;
+    threads_back_to(before)?;
+    Ok(())
+}
+
+/// Preemption signals only a worker that it saw RUNNING and marked PREEMPTED: tasks waiting
+/// in poll() (blocked) are not interrupted, but for the narrow race of a worker that blocks
+/// just after it was marked. The test counts the EINTR that tasks in poll() see while
+/// spinning tasks are preempted every millisecond, and retries them, as the documentation
+/// says a task must.
+fn eintr_is_rare_and_retried() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(1)
+        .preemption(Duration::from_millis(1))
+        .build()
+        .ctx("build")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let spins = Arc::new(AtomicUsize::new(0));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, spins) = (stop.clone(), spins.clone());
+            rt.spawn(move || {
+                while !stop.load(SeqCst) {
+                    spins.fetch_add(1, SeqCst);
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let (r, _w) = std::io::pipe().ctx("pipe")?;
+    let r = Arc::new(r);
+    let pollers: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            rt.spawn(move || -> Result<(u32, u32), String> {
+                use std::os::fd::AsRawFd;
+                let (mut polls, mut eintr) = (0u32, 0u32);
+                let start = Instant::now();
+                while start.elapsed() < Duration::from_secs(2) {
+                    let mut pfd = libc::pollfd {
+                        fd: r.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    let n = unsafe { libc::poll(&mut pfd, 1, 5) };
+                    polls += 1;
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() != std::io::ErrorKind::Interrupted {
+                            return Err(format!("poll: {e}"));
+                        }
+                        eintr += 1;
+                    }
+                }
+                Ok((polls, eintr))
+            })
+        })
+        .collect();
+    let results: Vec<_> = bounded(60, "pollers", move || {
+        pollers
+            .into_iter()
+            .map(|p| {
+                p.join()
+                    .map_err(|_| "a poller panicked".to_string())
+                    .and_then(|r| r)
+            })
+            .collect::<Result<Vec<_>, String>>()
+    })??;
+    stop.store(true, SeqCst);
+    for s in spinners {
+        s.join().map_err(|_| "a spinner panicked")?;
+    }
+    let polls: u32 = results.iter().map(|r| r.0).sum();
+    let eintr: u32 = results.iter().map(|r| r.1).sum();
+    println!(
+        "{polls} poll() calls (5 ms) beside spinners preempted every 1 ms: {eintr} EINTR ({} spin rounds)",
+        spins.load(SeqCst)
+    );
+    check!(polls > 40, "only {polls} polls in 2 s: pollers starved");
+    check!(
+        eintr * 20 <= polls,
+        "{eintr} of {polls} polls interrupted: blocked tasks are being signalled"
+    );
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// `join_timeout` gives the handle back while the task runs and the result once it ended.
+fn join_with_timeout() -> Result<(), String> {
+    let rt = Builder::new().servers(1).build().ctx("build")?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = rt.spawn(move || rx.recv().is_ok());
+    let start = Instant::now();
+    let h = match h.join_timeout(Duration::from_millis(50)) {
+        Err(h) => h,
+        Ok(r) => return Err(format!("finished early: {r:?}")),
+    };
+    let waited = start.elapsed();
+    check!(
+        waited >= Duration::from_millis(50) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    let h = h.join_timeout(Duration::ZERO).expect_err("still running");
+    tx.send(()).ctx("send")?;
+    let r = h.join_timeout(Duration::from_secs(20));
+    check!(
+        matches!(r, Ok(Ok(true))),
+        "result {:?}",
+        r.map_err(|_| "timed out")
+    );
+    // A panic is a result too, and a timeout as long as join's works.
+    let bad = rt.spawn(|| -> u8 { panic!("on purpose") });
+    let r = bad.join_timeout(Duration::MAX);
+    check!(matches!(r, Ok(Err(ref e)) if e.is_panic()), "a panic");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// Scoped tasks borrow from the caller (mutably too), the scope waits for all of them (joined
+/// or not, blocked ones included), a joined panic is the joiner's, an unjoined one makes the
+/// scope panic, and a scope works inside a task.
+fn scoped_tasks() -> Result<(), String> {
+    let rt = Builder::new().servers(2).build().ctx("build")?;
+    let mut counts = vec![0u64; 50];
+    let words: Vec<String> = (0..50).map(|i| "x".repeat(i)).collect();
+    let finished = AtomicUsize::new(0);
+    let total = rt.scope(|s| {
+        for (c, w) in counts.iter_mut().zip(&words) {
+            let finished = &finished;
+            // Not joined: the scope waits for them.
+            s.spawn(move || {
+                thread::sleep(Duration::from_millis(5));
+                *c = w.len() as u64;
+                finished.fetch_add(1, SeqCst);
+            });
+        }
+        let h = s.spawn(|| words.iter().map(|w| w.len()).sum::<usize>());
+        h.join().unwrap_or(0)
+    });
+    check!(
+        finished.load(SeqCst) == 50,
+        "the scope returned before its tasks finished"
+    );
+    check!(
+        counts.iter().enumerate().all(|(i, &c)| c == i as u64),
+        "counts {counts:?}"
+    );
+    check!(total == (0..50).sum::<usize>(), "total {total}");
+    // A panic returned by join is handled: the scope returns normally.
+    let r = rt.scope(|s| s.spawn(|| -> u8 { panic!("joined on purpose") }).join());
+    check!(r.is_err_and(|e| e.is_panic()), "the joined panic");
+    // An unjoined panic makes the scope panic, after every task finished.
+    let done = AtomicBool::new(false);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.scope(|s| {
+            s.spawn(|| panic!("unjoined on purpose"));
+            s.spawn(|| {
+                thread::sleep(Duration::from_millis(50));
+                done.store(true, SeqCst);
+            });
+        })
+    }));
+    check!(r.is_err(), "the scope did not panic");
+    check!(
+        done.load(SeqCst),
+        "the scope panicked before its tasks ended"
+    );
+    // A scope in a task, its tasks on the same runtime.
+    let v: Vec<u64> = (1..=100).collect();
+    let sum = rt
+        .spawn(move || {
+            let h = umcg_runtime::Handle::current();
+            let (a, b) = v.split_at(50);
+            h.scope(|s| {
+                let x = s.spawn(|| a.iter().sum::<u64>());
+                let y = s.spawn(|| b.iter().sum::<u64>());
+                x.join().unwrap_or(0) + y.join().unwrap_or(0)
+            })
+        })
+        .join()
+        .map_err(|_| "the task panicked")?;
+    check!(sum == 5050, "sum {sum}");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// A named task sees its name and carries it as its thread's kernel name while it runs (cut
+/// to 15 bytes); its worker thread goes back to `umcg-worker`, and unnamed tasks have none.
+fn named_tasks() -> Result<(), String> {
+    let rt = Builder::new().servers(1).build().ctx("build")?;
+    let comm =
+        || std::fs::read_to_string("/proc/thread-self/comm").map(|c| c.trim_end().to_string());
+    let (name, kname, tid) = rt
+        .spawn_named("fetch-and-parse-loop", move || {
+            (
+                umcg_runtime::current_task_name(),
+                comm().ok(),
+                umcg::sys::gettid(),
+            )
+        })
+        .join()
+        .map_err(|_| "the task panicked")?;
+    check!(
+        name.as_deref() == Some("fetch-and-parse-loop"),
+        "name {name:?}"
+    );
+    check!(
+        kname.as_deref() == Some("fetch-and-parse"),
+        "kernel name {kname:?}"
+    );
+    // The same worker thread (one server, one free worker) runs the next, unnamed task.
+    let (name, kname, tid2) = rt
+        .spawn(move || {
+            (
+                umcg_runtime::current_task_name(),
+                comm().ok(),
+                umcg::sys::gettid(),
+            )
+        })
+        .join()
+        .map_err(|_| "the task panicked")?;
+    check!(name.is_none(), "an unnamed task has the name {name:?}");
+    if tid2 == tid {
+        check!(
+            kname.as_deref() == Some("umcg-worker"),
+            "kernel name after: {kname:?}"
+        );
+    }
+    check!(umcg_runtime::current_task_name().is_none(), "not a task");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -743,6 +1194,13 @@ fn main() {
             ("readme_example", readme_example),
             ("simple_scheduler_example", simple_scheduler_example),
             ("echo_server_example", echo_server_example),
+            ("four_servers", four_servers),
+            ("preemption_with_blocking", preemption_with_blocking),
+            ("ten_thousand_blocked_tasks", ten_thousand_blocked_tasks),
+            ("eintr_is_rare_and_retried", eintr_is_rare_and_retried),
+            ("join_with_timeout", join_with_timeout),
+            ("scoped_tasks", scoped_tasks),
+            ("named_tasks", named_tasks),
         ],
         Duration::from_secs(120),
     )
