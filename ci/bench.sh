@@ -129,7 +129,10 @@ for boot in $(seq 1 "$boots"); do
 		args=${BENCH_ARGS:-}
 		# The base kernel has no UMCG: only the benchmarks that do not use it.
 		[ "${name%@*}" = base ] && args="-B${args:+,$args}"
-		APPEND="${APPEND:-} umcg_bench=$args$preempt" QEMU_EXTRA="$qemu_extra" \
+		# The runtime benchmarks (minutes per boot) only on the kernel under test.
+		runtime=
+		[ "${name%@*}" = "${kernels[0]%%=*}" ] || runtime=" umcg_runtime_bench=0"
+		APPEND="${APPEND:-} umcg_bench=$args$preempt$runtime" QEMU_EXTRA="$qemu_extra" \
 			"$top/ci/qemu.sh" bench "$cpus" "$logdir" "${k#*=}" "$initrd" < /dev/null > /dev/null ||
 			die "the $name guest failed (boot $boot): see ${logdir#"$top"/}/console-$cpus.log"
 		results=$logdir/results-$cpus.log

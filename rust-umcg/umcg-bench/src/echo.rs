@@ -434,6 +434,23 @@ fn drive(
     Ok((rps, lat_us, mem_kib))
 }
 
+/// Brings the loopback interface up if it is down (a minimal guest's init may not), best
+/// effort: without it every connect fails with `EADDRNOTAVAIL`.
+fn loopback_up() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let works = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .and_then(TcpStream::connect)
+            .is_ok();
+        if !works {
+            let _ = std::process::Command::new("ifconfig")
+                .args(["lo", "127.0.0.1", "up"])
+                .status();
+        }
+    });
+}
+
 /// Raises `RLIMIT_NOFILE` to at least `n` (the guest's hard limit is 4096 by default; root
 /// may raise it).
 pub fn allow_files(n: u64) -> io::Result<()> {
@@ -472,6 +489,7 @@ pub fn allow_threads(n: u64) {
 /// One data point: `which` serving `conns` connections on `servers` servers (or tokio worker
 /// threads), measured for `measure`.
 pub fn run(which: Impl, conns: usize, servers: usize, measure: Duration) -> io::Result<Outcome> {
+    loopback_up();
     allow_files(2 * conns as u64 + 256)?;
     allow_threads(4 * conns as u64 + 1024);
     let (addr, server) = start(which, conns, servers)?;

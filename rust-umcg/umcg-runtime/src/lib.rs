@@ -14,12 +14,16 @@
 //! # Design
 //!
 //! - Servers take tasks from one run queue, ordered by a [`Policy`] ([`Fifo`] by default).
-//! - A *reactor* thread, itself a UMCG server, is the group's idle server: the kernel wakes it
-//!   whenever it queues a worker that woke up (or was preempted), and it moves those workers to
-//!   the run queue. Servers with nothing to run sleep on a futex.
+//! - Before it picks, a server takes the workers that the kernel queued on the group's idle
+//!   list (woken up or preempted). The first server with nothing to run parks as the group's
+//!   idle server, so that the kernel wakes it directly when a worker wakes up, and it runs that
+//!   worker itself; other idle servers sleep on a futex, and the parked one, once woken, wakes
+//!   one of them to park in its place. New tasks and other work that the kernel does not see
+//!   wake a futex sleeper, or the parked server through a *waker* thread (a UMCG server that
+//!   runs no worker: only a server can wake another).
 //! - A worker can be stopped anywhere (it blocks, faults or is preempted, maybe inside the C
 //!   library's allocator, holding its lock) and then needs a server to run again. So the
-//!   scheduling path of servers and the reactor takes no lock that a worker may hold and never
+//!   scheduling path of servers takes no lock that a worker may hold and never
 //!   allocates or frees memory: new tasks are linked through their own nodes (allocated by the
 //!   spawner, freed by the worker that runs them), the queues of workers have room for every
 //!   worker thread before the thread starts, and worker threads are started, joined and freed
@@ -116,7 +120,7 @@ impl std::fmt::Debug for Slot {
     }
 }
 
-/// The scheduler state that only servers, the reactor and the keeper touch: none of them is a
+/// The scheduler state that only servers and the keeper touch: none of them is a
 /// worker, so none is stopped while it holds the lock until a server runs it.
 ///
 /// # Invariants
@@ -236,8 +240,14 @@ struct Shared {
     max_workers: Option<usize>,
     keep_alive: Duration,
     grace: Duration,
-    reactor: OnceLock<ServerRef>,
-    reactor_done: AtomicBool,
+    /// Each server's handle, for the waker.
+    server_refs: Vec<OnceLock<ServerRef>>,
+    /// The server (index + 1) that sleeps as the group's idle server, 0 if none: the kernel
+    /// wakes it when it queues a worker, and the waker when new work comes from elsewhere.
+    parker: AtomicUsize,
+    /// The waker's doorbell, and whether it was rung.
+    bell: EventCount,
+    rung: AtomicBool,
     /// The worker each server runs and since when, for time slices.
     running: Vec<Mutex<Option<Running>>>,
     preemption: Option<(Duration, libc::c_int)>,
@@ -290,7 +300,7 @@ impl Shared {
         }
         let id = self.next_id.fetch_add(1, SeqCst);
         self.injector.push(NewTask::new(id, job));
-        self.work.notify_one();
+        self.wake_servers(false);
         true
     }
 
@@ -312,18 +322,61 @@ impl Shared {
     fn task_done(&self) {
         if self.live.fetch_sub(1, SeqCst) == 1 {
             self.done.notify_all();
-            self.work.notify_all();
+            self.wake_servers(true);
             self.keeper.notify_all();
         }
     }
 
+    /// Wakes a server with nothing to run (all of them with `all`), for work that did not come
+    /// from the kernel: new tasks, free workers, shutdown. Idle servers sleep on `work`, but
+    /// for the parked one, which only the kernel or the waker can wake.
+    fn wake_servers(&self, all: bool) {
+        if all {
+            self.work.notify_all();
+        } else {
+            self.work.notify_one();
+        }
+        if self.parker.load(SeqCst) != 0 && (all || !self.work.has_waiters()) {
+            self.rung.store(true, SeqCst);
+            self.bell.notify_one();
+        }
+    }
+
     /// The worker a server runs next; `None` once the runtime has shut down.
-    fn next(&self) -> Option<Runnable<Slot>> {
+    ///
+    /// With nothing to run, the first idle server parks as the group's idle server, so that
+    /// the kernel hands it the workers that wake up directly; the other idle servers sleep on
+    /// `work`, and the parked one, once woken, wakes one of them to take its place.
+    fn next(&self, server: &Server, idx: usize) -> Option<Runnable<Slot>> {
         loop {
             let ticket = self.work.prepare();
             if let Some(next) = self.pick() {
                 self.work.cancel();
                 return next;
+            }
+            if self
+                .parker
+                .compare_exchange(0, idx + 1, SeqCst, SeqCst)
+                .is_ok()
+            {
+                self.work.cancel();
+                // Work that came before this server was the parker has woken nobody: look
+                // again now that spawners see it.
+                if let Some(next) = self.pick() {
+                    self.parker.store(0, SeqCst);
+                    return next;
+                }
+                // The timeout only guards against a wake-up lost to a bug.
+                let r = self.group.park(server, Some(Duration::from_millis(100)));
+                self.parker.store(0, SeqCst);
+                if let Err(e) = r {
+                    fatal("server", &e);
+                }
+                if self.work.has_waiters() {
+                    // Another idle server takes over the parking.
+                    self.work.notify_one();
+                }
+                continue;
             }
             self.work.wait(ticket, None);
         }
@@ -339,6 +392,9 @@ impl Shared {
     fn pick(&self) -> Option<Option<Runnable<Slot>>> {
         let mut guard = lock(&self.sched);
         let s = &mut *guard;
+        if self.group.has_idle() {
+            self.take_idle(s);
+        }
         let n = self.injector.take_into(&mut s.new, &mut s.seq);
         if n > 0 {
             self.waiting_new.fetch_add(n, SeqCst);
@@ -353,6 +409,10 @@ impl Shared {
         }
         if let Some(r) = s.pop_resume() {
             self.queued.fetch_sub(1, SeqCst);
+            if !s.resume.is_empty() {
+                // More for another server, if one is idle.
+                self.work.notify_one();
+            }
             return Some(Some(r));
         }
         if !s.new.is_empty() && !s.free.is_empty() {
@@ -373,7 +433,7 @@ impl Shared {
         }
         if closed && self.workers_alive.load(SeqCst) == 0 {
             self.finished.store(true, SeqCst);
-            self.work.notify_all();
+            self.wake_servers(true);
             self.keeper.notify_all();
             return Some(None);
         }
@@ -442,14 +502,14 @@ impl Shared {
                     s.free.push_back((Instant::now(), r));
                     self.free_workers.fetch_add(1, SeqCst);
                     if !s.new.is_empty() || self.shutdown.load(SeqCst) {
-                        self.work.notify_one();
+                        self.wake_servers(false);
                     }
                 } else {
                     s.push_resume(r);
                     self.queued.fetch_add(1, SeqCst);
                 }
             }
-            // Back through the idle list and the reactor.
+            // Back through the idle list, when it wakes.
             Ok(Event::Blocked(_)) => {}
             // Preempted in user space, it is on the idle list already, and the kernel woke
             // only this server: queue it here.
@@ -461,7 +521,7 @@ impl Shared {
                 lock(&self.sched).exited.push(w);
                 self.workers_alive.fetch_sub(1, SeqCst);
                 self.keeper.notify_one();
-                self.work.notify_all();
+                self.wake_servers(true);
             }
             Err(e) => fatal("server", &e),
         }
@@ -519,7 +579,7 @@ fn worker_main(shared: Arc<Shared>) {
             shared.workers_alive.fetch_sub(1, SeqCst);
             shared.start_failures.fetch_add(1, SeqCst);
             shared.keeper.notify_one();
-            shared.work.notify_all();
+            shared.wake_servers(true);
             return;
         }
     };
@@ -561,23 +621,24 @@ fn server_main(shared: Arc<Shared>, idx: usize, ready: mpsc::Sender<io::Result<(
             return;
         }
     };
+    let _ = shared.server_refs[idx].set(server.handle());
     shared.servers_left.fetch_add(1, SeqCst);
     let _ = ready.send(Ok(()));
-    while let Some(r) = shared.next() {
+    while let Some(r) = shared.next(&server, idx) {
         shared.run(&server, idx, r);
     }
     if shared.servers_left.fetch_sub(1, SeqCst) == 1 {
-        // The last server out wakes the reactor, which sleeps as the idle server.
-        if let Some(reactor) = shared.reactor.get() {
-            while !shared.reactor_done.load(SeqCst) {
-                let _ = server.wake(reactor);
-                thread::sleep(Duration::from_millis(1));
-            }
-        }
+        // The last server out stops the waker.
+        shared.rung.store(true, SeqCst);
+        shared.bell.notify_one();
     }
 }
 
-fn reactor_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
+/// Wakes the parked server when work comes that the kernel does not know about (a new task
+/// spawned by a thread that is not a task, a worker that became free, shutdown). Only a UMCG
+/// server can wake another, so the waker is one, but it never runs a worker: it sleeps on a
+/// futex of its own.
+fn waker_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
     let server = match Server::register() {
         Ok(s) => s,
         Err(e) => {
@@ -585,24 +646,37 @@ fn reactor_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
             return;
         }
     };
-    let _ = shared.reactor.set(server.handle());
     let _ = ready.send(Ok(()));
     loop {
-        let n = shared.take_idle(&mut lock(&shared.sched));
-        match n {
-            0 => {}
-            1 => shared.work.notify_one(),
-            _ => shared.work.notify_all(),
+        let ticket = shared.bell.prepare();
+        if shared.rung.swap(false, SeqCst) {
+            shared.bell.cancel();
+            wake_parker(&shared, &server);
+            continue;
         }
-        if shared.finished.load(SeqCst) {
+        if shared.finished.load(SeqCst) && shared.servers_left.load(SeqCst) == 0 {
+            shared.bell.cancel();
             break;
         }
-        // The timeout only matters when no server is left to wake it (a build() that failed).
-        if let Err(e) = shared.group.park(&server, Some(Duration::from_millis(100))) {
-            fatal("reactor", &e);
+        // The timeout only matters when no server is left to ring (a build() that failed).
+        shared.bell.wait(ticket, Some(Duration::from_millis(100)));
+    }
+}
+
+/// Makes the parked server, if any, RUNNING and wakes it. It may still be on its way to
+/// sleep (not IDLE yet): then it is tried again until it is, or is no longer the parker.
+fn wake_parker(shared: &Shared, server: &Server) {
+    loop {
+        let p = shared.parker.load(SeqCst);
+        let Some(target) = p.checked_sub(1).and_then(|i| shared.server_refs[i].get()) else {
+            return;
+        };
+        match server.wake(target) {
+            Ok(true) => return,
+            Ok(false) => thread::yield_now(),
+            Err(e) => fatal("waker", &e),
         }
     }
-    shared.reactor_done.store(true, SeqCst);
 }
 
 fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
@@ -647,7 +721,7 @@ fn keeper_main(shared: Arc<Shared>) {
             // Otherwise every server is busy, and the task gets a thread after the grace
             // period (one per period: tasks that keep the servers busy, preempted or not, do
             // not make the keeper start a thread for every waiting task at once).
-            let server_idle = shared.work.has_waiters();
+            let server_idle = shared.work.has_waiters() || shared.parker.load(SeqCst) != 0;
             if backoff.is_zero() && (alive < warm || server_idle)
                 || waited >= shared.grace + backoff
             {
@@ -671,7 +745,7 @@ fn keeper_main(shared: Arc<Shared>) {
             let t = shared.keep_alive.max(Duration::from_millis(10));
             timeout = Some(timeout.map_or(t, |x: Duration| x.min(t)));
             shared.keeper.wait(ticket, timeout);
-            shared.work.notify_one();
+            shared.wake_servers(false);
         } else {
             shared.keeper.wait(ticket, timeout);
         }
@@ -911,8 +985,10 @@ impl Builder {
             max_workers: self.max_workers,
             keep_alive: self.keep_alive,
             grace: Duration::from_millis(5),
-            reactor: OnceLock::new(),
-            reactor_done: AtomicBool::new(false),
+            server_refs: (0..self.servers).map(|_| OnceLock::new()).collect(),
+            parker: AtomicUsize::new(0),
+            bell: EventCount::default(),
+            rung: AtomicBool::new(false),
             running: (0..self.servers).map(|_| Mutex::new(None)).collect(),
             preemption: time_slices,
             stack_size: self.stack_size,
@@ -1122,7 +1198,7 @@ impl Runtime {
         Builder::new().build()
     }
 
-    /// Starts the keeper, the reactor, the servers and the preemptor, in that order.
+    /// Starts the keeper, the waker, the servers and the preemptor, in that order.
     fn start(
         &mut self,
         servers: usize,
@@ -1139,8 +1215,8 @@ impl Runtime {
         let (s, t) = (shared.clone(), tx.clone());
         self.threads.push(
             thread::Builder::new()
-                .name("umcg-reactor".into())
-                .spawn(move || reactor_main(s, t))?,
+                .name("umcg-waker".into())
+                .spawn(move || waker_main(s, t))?,
         );
         rx.recv().map_err(io::Error::other)??;
         let mut started = 0;
@@ -1272,7 +1348,7 @@ impl Runtime {
                 threads: std::mem::take(&mut self.threads),
                 _preemption_handler: self._preemption_handler.take(),
             });
-            s.work.notify_all();
+            s.wake_servers(true);
             s.keeper.notify_all();
             drop(keeper);
             return;
@@ -1285,11 +1361,13 @@ impl Runtime {
             }
             s.done.wait(ticket, None);
         }
-        s.work.notify_all();
+        s.wake_servers(true);
         if s.servers_left.load(SeqCst) == 0 {
             // No server started (a build() that failed): nobody else ends the runtime.
             s.close();
             s.finished.store(true, SeqCst);
+            s.rung.store(true, SeqCst);
+            s.bell.notify_one();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -1,8 +1,8 @@
 //! The pieces that workers use to talk to servers, and the run queue of new tasks.
 //!
 //! A worker may be stopped at any instruction (it blocks, faults, or is preempted) and then
-//! waits for a server to run it again. So a worker must never hold a lock that a server or the
-//! reactor needs, and neither may a server wait for the C library's allocator, whose locks a
+//! waits for a server to run it again. So a worker must never hold a lock that a server needs,
+//! and neither may a server wait for the C library's allocator, whose locks a
 //! stopped worker may hold: everything a worker hands to the scheduler goes through these, and
 //! none of them allocates or frees memory on the server's side.
 
