@@ -6,7 +6,7 @@ repetition, from umcg-bench and umcg-runtime-bench) of one or more boots of
 one or more kernels, given as LABEL=FILE (the first label is the kernel
 under test), and writes to --out:
 
-  report.md    the goals (issues 5 and 11) with the measured ratios, every ratio,
+  report.md    the goals (issues 5, 11 and 12) with the measured ratios, every ratio,
                and the medians with their spread
   results.csv  per kernel and metric: repetitions, median, quartiles, range
   ratios.csv   every ratio of the report
@@ -221,9 +221,14 @@ class Report:
                 self.add("goal", f"runtime mixed workload: speedup over {other} ({n} tasks)",
                          label, r, f">= {limit}x", lambda v, limit=limit: v >= limit)
             for impl in ("umcg", "threads", "tokio"):
+                self.add("per task", f"time per task / the compute floor, {impl} ({n} tasks)",
+                         label, self.ratio(label, f"runtime_mixed/{impl}/{n}",
+                                           f"runtime_mixed/floor/{n}"))
+            for impl in ("umcg", "threads", "tokio"):
                 self.add("per task", f"context switches per task, {impl} ({n} tasks)", label,
                          self.median(label, f"runtime_mixed_csw/{impl}/{n}"))
-            self.add("per task", f"runtime system calls per task, umcg ({n} tasks)", label,
+            self.add("per task", f"umcg::sys calls per task (umcg_wait, umcg_ctl, the runtime's "
+                     f"futexes, tgkill) ({n} tasks)", label,
                      self.median(label, f"runtime_mixed_syscalls/umcg/{n}"))
         for metric in sorted(st, key=natural):
             m = re.match(r"^server_rps/umcg/(\d+)$", metric)

@@ -88,11 +88,15 @@ fn echo_blocking(mut s: TcpStream) {
 
 /// A listener with a backlog for every connection of a data point (std's is 128).
 fn listener(backlog: usize) -> io::Result<TcpListener> {
-    // Best effort: the kernel caps the backlog at net.core.somaxconn.
-    let _ = std::fs::write(
-        "/proc/sys/net/core/somaxconn",
-        backlog.max(4096).to_string(),
-    );
+    // Best effort, and only upwards: the kernel caps the backlog at net.core.somaxconn.
+    let path = "/proc/sys/net/core/somaxconn";
+    let now: usize = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    if now < backlog {
+        let _ = std::fs::write(path, backlog.to_string());
+    }
     // SAFETY: plain socket calls on a new descriptor, owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -262,8 +266,10 @@ fn start(which: Impl, conns: usize, servers: usize) -> io::Result<(SocketAddr, S
     Ok((addr, server))
 }
 
-/// `MemAvailable` of `/proc/meminfo`, in KiB.
+/// `MemAvailable` of `/proc/meminfo`, in KiB (the per-CPU counters folded first, where
+/// allowed).
 pub fn mem_available_kib() -> u64 {
+    let _ = std::fs::write("/proc/sys/vm/stat_refresh", "1");
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -431,6 +437,23 @@ fn drive(
     }
     let took = start.elapsed();
     let rps = (done as f64 / took.as_secs_f64()) as u64;
+    // Closed with a reset, so that no TIME_WAIT socket outlives the data point.
+    for c in &conns {
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid linger of the size passed, on a valid socket.
+        unsafe {
+            libc::setsockopt(
+                c.s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&l as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+    }
     Ok((rps, lat_us, mem_kib))
 }
 

@@ -35,8 +35,11 @@
 //!   thread of its own when it needs one, and a program that completes with one thread per
 //!   task completes here too. Worker threads idle for longer than the keep-alive
 //!   ([`Builder::keep_alive`]) exit.
-//! - Time slices are optional ([`Builder::preemption`]): a timer thread preempts a task that
-//!   ran longer than its slice, with `UMCG_TF_PREEMPTED` and a signal.
+//! - Time slices (10 ms by default, [`Builder::preemption`], off with
+//!   [`Builder::no_preemption`]): a timer thread preempts a task that ran longer than its
+//!   slice, with `UMCG_TF_PREEMPTED` and a signal. Without them a task keeps its server until it
+//!   blocks, yields or ends, and tasks that spin waiting for a task spawned later can hold every
+//!   server: the promise above then holds only for tasks that block or yield while they wait.
 //! - [`Runtime::shutdown`] (and dropping the runtime) waits for every task, including those
 //!   still blocked, then stops every thread.
 //!
@@ -342,6 +345,15 @@ impl Shared {
         }
     }
 
+    /// Gives up being the parked server: another idle server, if any, takes over (the kernel
+    /// wakes nobody while no server is parked).
+    fn leave_parking(&self) {
+        self.parker.store(0, SeqCst);
+        if self.work.has_waiters() {
+            self.work.notify_one();
+        }
+    }
+
     /// The worker a server runs next; `None` once the runtime has shut down.
     ///
     /// With nothing to run, the first idle server parks as the group's idle server, so that
@@ -363,18 +375,14 @@ impl Shared {
                 // Work that came before this server was the parker has woken nobody: look
                 // again now that spawners see it.
                 if let Some(next) = self.pick() {
-                    self.parker.store(0, SeqCst);
+                    self.leave_parking();
                     return next;
                 }
                 // The timeout only guards against a wake-up lost to a bug.
                 let r = self.group.park(server, Some(Duration::from_millis(100)));
-                self.parker.store(0, SeqCst);
+                self.leave_parking();
                 if let Err(e) = r {
                     fatal("server", &e);
-                }
-                if self.work.has_waiters() {
-                    // Another idle server takes over the parking.
-                    self.work.notify_one();
                 }
                 continue;
             }
@@ -404,19 +412,22 @@ impl Shared {
         if !s.new.is_empty() && self.threads_needed() > 0 && !self.keeper_poked.swap(true, SeqCst) {
             self.keeper.notify_one();
         }
-        if !s.new.is_empty() && !s.free.is_empty() && s.new_first() {
-            return Some(Some(self.hand_new_task(s)));
-        }
-        if let Some(r) = s.pop_resume() {
+        let next = if !s.new.is_empty() && !s.free.is_empty() && s.new_first() {
+            Some(self.hand_new_task(s))
+        } else if let Some(r) = s.pop_resume() {
             self.queued.fetch_sub(1, SeqCst);
-            if !s.resume.is_empty() {
-                // More for another server, if one is idle.
-                self.work.notify_one();
+            Some(r)
+        } else if !s.new.is_empty() && !s.free.is_empty() {
+            Some(self.hand_new_task(s))
+        } else {
+            None
+        };
+        if let Some(next) = next {
+            if !s.resume.is_empty() || !s.new.is_empty() && !s.free.is_empty() {
+                // More for another server, if one is idle (the parked one included).
+                self.wake_servers(false);
             }
-            return Some(Some(r));
-        }
-        if !s.new.is_empty() && !s.free.is_empty() {
-            return Some(Some(self.hand_new_task(s)));
+            return Some(Some(next));
         }
         let closed = self.close();
         // A free worker idle for too long (or any, once the runtime is done) leaves.
@@ -772,6 +783,9 @@ impl Shared {
 
 /// Joins the threads of exited workers and drops the last references to their cells.
 fn reap(shared: &Shared, threads: &mut HashMap<ThreadId, thread::JoinHandle<()>>) {
+    if lock(&shared.sched).exited.is_empty() {
+        return;
+    }
     let cap = shared
         .workers_alive
         .load(SeqCst)
@@ -791,12 +805,21 @@ fn reap(shared: &Shared, threads: &mut HashMap<ThreadId, thread::JoinHandle<()>>
     }
 }
 
-/// Starts a worker thread (which registers and becomes free); `false` if it cannot start.
+/// Starts a worker thread (which registers and becomes free); `false` if it cannot start
+/// (`true`, starting none, once the runtime is done).
 fn start_worker(
     shared: &Arc<Shared>,
     threads: &mut HashMap<ThreadId, thread::JoinHandle<()>>,
 ) -> bool {
-    let alive = shared.workers_alive.fetch_add(1, SeqCst) + 1;
+    let alive = {
+        // Under the lock that `pick()` holds when it finds the runtime done (closed, no worker
+        // left): a worker started after that would never be run, nor would it exit.
+        let _s = lock(&shared.sched);
+        if shared.shutdown_done() {
+            return true;
+        }
+        shared.workers_alive.fetch_add(1, SeqCst) + 1
+    };
     Sched::reserve(shared, alive);
     shared.starting.fetch_add(1, SeqCst);
     let s = shared.clone();
@@ -868,12 +891,12 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// One server per CPU, FIFO, no time slices, 256 KiB worker stacks, no cap on worker
+    /// One server per CPU, FIFO, 10 ms time slices, 256 KiB worker stacks, no cap on worker
     /// threads, a keep-alive of 10 s.
     pub fn new() -> Self {
         Builder {
             servers: thread::available_parallelism().map_or(1, |n| n.get()),
-            preemption: None,
+            preemption: Some(Duration::from_millis(10)),
             preemption_signal: libc::SIGRTMIN() + 1,
             stack_size: 256 << 10,
             lifo: false,
@@ -888,8 +911,14 @@ impl Builder {
         self
     }
 
-    /// Time slices: a task that runs longer than `slice` without blocking or yielding is
-    /// preempted and queued again. Uses the real-time signal `SIGRTMIN + 1` unless
+    /// No time slices: a task runs until it blocks, yields or ends. No signal is used then.
+    pub fn no_preemption(mut self) -> Self {
+        self.preemption = None;
+        self
+    }
+
+    /// Time slices (10 ms by default): a task that runs longer than `slice` without blocking or
+    /// yielding is preempted and queued again. Uses the real-time signal `SIGRTMIN + 1` unless
     /// [`Builder::preemption_signal`] names another, in either order.
     pub fn preemption(mut self, slice: Duration) -> Self {
         self.preemption = Some(slice);
@@ -1619,6 +1648,19 @@ mod tests {
         let b = b.preemption_signal(libc::SIGUSR2);
         assert_eq!(b.time_slices().map(|p| p.1), Some(libc::SIGUSR2));
         assert_eq!(b.stack_size, 1 << 20);
+    }
+
+    #[test]
+    fn time_slices_by_default() {
+        assert_eq!(
+            Builder::new().time_slices(),
+            Some((Duration::from_millis(10), libc::SIGRTMIN() + 1))
+        );
+        assert_eq!(Builder::new().no_preemption().time_slices(), None);
+        let b = Builder::new()
+            .no_preemption()
+            .preemption(Duration::from_millis(3));
+        assert_eq!(b.time_slices().map(|p| p.0), Some(Duration::from_millis(3)));
     }
 
     #[test]

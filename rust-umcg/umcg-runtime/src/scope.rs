@@ -94,7 +94,7 @@ impl<'scope> Scope<'scope, '_> {
     /// A task cannot borrow what the scope's closure itself owns, which may be gone before
     /// the task ends:
     ///
-    /// ```compile_fail
+    /// ```compile_fail,E0373
     /// let rt = umcg_runtime::Runtime::new().unwrap();
     /// rt.scope(|s| {
     ///     let local = 5;

@@ -30,6 +30,13 @@ pub(crate) mod mark {
     pub const WOKEN: u8 = 4;
     /// In a server's word: IDLE while the worker it runs has its CPU.
     pub const SERVING: u8 = 5;
+    /// In a server's word: IDLE as the group's idle server ([`Group::park`]). The kernel keeps
+    /// the mark when it makes the server RUNNING, so the server can tell its wake-up from one
+    /// by [`Server::wake`], which clears it.
+    ///
+    /// [`Group::park`]: crate::Group::park
+    /// [`Server::wake`]: crate::Server::wake
+    pub const PARKED: u8 = 6;
 }
 
 pub(crate) struct GroupInner<T> {
@@ -233,7 +240,7 @@ impl<T> Group<T> {
         let me = server.tid();
         let word = server.word();
         // Become IDLE first: the kernel makes the slot's server RUNNING only if it is IDLE.
-        if let Err(s) = word.transition(TaskState::Running, State::new(TaskState::Idle)) {
+        if let Err(s) = word.cas(State::new(TaskState::Running), parked()) {
             return Err(io::Error::other(format!(
                 "server {me} is {s:?}, not RUNNING"
             )));
@@ -247,13 +254,11 @@ impl<T> Group<T> {
         let deadline = timeout.map_or(0, sys::realtime_deadline);
         match sys::umcg_wait(0, deadline) {
             Ok(()) => {
-                let _ = self.inner.slot.compare_exchange(me, 0, SeqCst, SeqCst);
+                self.unpark(me, server);
                 Ok(true)
             }
-            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => {
-                // Made RUNNING just as the timeout passed counts as woken.
-                Ok(!self.unpark(me, server))
-            }
+            // Made RUNNING just as the timeout passed counts as woken.
+            Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => Ok(self.unpark(me, server)),
             Err(e) => {
                 self.unpark(me, server);
                 Err(e)
@@ -261,20 +266,48 @@ impl<T> Group<T> {
         }
     }
 
-    /// Leaves the slot and becomes RUNNING again. Returns whether it did it itself (rather than
-    /// someone having made it RUNNING).
+    /// Leaves the slot and makes the server RUNNING again (if nobody did). Returns whether
+    /// someone else made it RUNNING.
+    ///
+    /// The kernel takes the slot, then makes its server RUNNING, a few steps later. If the
+    /// server was woken by other means (or its timeout) in between, that step is still to
+    /// come, and would find the server IDLE again as it serves a worker: a server made RUNNING
+    /// while its worker runs, which the kernel punishes if the worker is then preempted. So
+    /// when the slot was taken and the kernel's mark is missing, the server waits, IDLE and
+    /// parked again, until the kernel's step comes (or, if it came while the server was
+    /// RUNNING and so did nothing, for a short timeout).
     fn unpark(&self, me: u32, server: &Server) -> bool {
-        let _ = self.inner.slot.compare_exchange(me, 0, SeqCst, SeqCst);
-        server
-            .word()
-            .transition(TaskState::Idle, State::new(TaskState::Running))
-            .is_ok()
+        let word = server.word();
+        let running = State::new(TaskState::Running);
+        let by_kernel = running.with_user_bits(mark::PARKED);
+        let slot_was_ours = self
+            .inner
+            .slot
+            .compare_exchange(me, 0, SeqCst, SeqCst)
+            .is_ok();
+        let woken = word.cas(parked(), running).is_err();
+        if word.cas(by_kernel, running).is_ok() || slot_was_ours {
+            return woken;
+        }
+        // The kernel took the slot and has not made this server RUNNING yet.
+        if word.cas(running, parked()).is_ok() {
+            let r = sys::umcg_wait(0, sys::realtime_deadline(Duration::from_millis(10)));
+            if word.cas(parked(), running).is_err() {
+                let _ = word.cas(by_kernel, running);
+            }
+            debug_assert!(r.is_ok() || word.state() == running, "{r:?}");
+        }
+        true
     }
-
     /// The TID in the idle-server slot (0 if none).
     pub fn idle_server(&self) -> u32 {
         self.inner.slot.load(SeqCst)
     }
+}
+
+/// A server's state while it is the group's idle server.
+fn parked() -> State {
+    State::new(TaskState::Idle).with_user_bits(mark::PARKED)
 }
 
 #[cfg(test)]

@@ -306,13 +306,7 @@ impl Server {
     /// or was IDLE waiting for a worker that it runs (only that worker, or the kernel for it,
     /// may wake it then).
     pub fn wake(&self, target: &ServerRef) -> io::Result<bool> {
-        let idle = State::new(TaskState::Idle);
-        if target
-            .cell
-            .word()
-            .cas(idle, State::new(TaskState::Running))
-            .is_err()
-        {
+        if !make_running_if_idle(target) {
             return Ok(false);
         }
         self.wake_tid(target.tid()).map(|()| true)
@@ -333,13 +327,7 @@ impl Server {
     /// ([`io::ErrorKind::InvalidInput`]; nothing happens then).
     pub fn switch_to(&self, target: &ServerRef) -> io::Result<()> {
         self.go_idle()?;
-        let idle = State::new(TaskState::Idle);
-        if target
-            .cell
-            .word()
-            .cas(idle, State::new(TaskState::Running))
-            .is_err()
-        {
+        if !make_running_if_idle(target) {
             self.go_running();
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
@@ -410,6 +398,16 @@ impl Drop for Server {
         // SAFETY: unregistering passes no pointer.
         let _ = unsafe { sys::umcg_ctl(sys::UMCG_CTL_UNREGISTER, std::ptr::null_mut()) };
     }
+}
+
+/// Makes the server `target` RUNNING if it is IDLE, plainly or as a group's idle server
+/// ([`Group::park`](crate::Group::park), whose mark is cleared: the server tells this wake-up
+/// from the kernel's by it); not if it serves a worker.
+fn make_running_if_idle(target: &ServerRef) -> bool {
+    let word = target.cell.word();
+    let running = State::new(TaskState::Running);
+    let idle = State::new(TaskState::Idle);
+    word.cas(idle, running).is_ok() || word.cas(idle.with_user_bits(mark::PARKED), running).is_ok()
 }
 
 #[cfg(test)]

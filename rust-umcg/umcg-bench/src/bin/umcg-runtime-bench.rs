@@ -9,8 +9,10 @@
 //!   `nanosleep()`, computes again) with `<impl>` = `umcg` (2 servers), `threads` (a
 //!   `std::thread` per task) or `tokio` (`spawn_blocking` on a 2-worker runtime); ns per task;
 //!   beside it `runtime_mixed_csw/<impl>/<tasks>`, the process's context switches per task,
-//!   and `runtime_mixed_syscalls/umcg/<tasks>`, the runtime's own system calls per task
-//!   (`umcg_wait`, `umcg_ctl`, futex, `tgkill`; those of the tasks are the same everywhere);
+//!   `runtime_mixed_syscalls/umcg/<tasks>`, the runtime's own system calls per task
+//!   (`umcg_wait`, `umcg_ctl`, futex, `tgkill`; those of the tasks are the same everywhere),
+//!   and `runtime_mixed/floor/<tasks>`, the compute alone on two threads (no sleep): the
+//!   floor no scheduler goes below;
 //! - `server_{rps,p99,p50,mem}/<impl>/<conns>`: the blocking-I/O echo server (one task or
 //!   thread per connection; see `umcg_bench::echo`) under a closed-loop load generator on one
 //!   thread with `epoll`, for `umcg`, `threads`, `tokio_async` and `tokio_blocking`: requests
@@ -23,16 +25,23 @@
 use std::time::{Duration, Instant};
 use umcg_bench::{context_switches, echo};
 
+/// The compute of one task of the mixed workload.
+fn spin(seed: u64) -> u64 {
+    (0..20_000u64).fold(seed, |a, x| {
+        a.wrapping_mul(6364136223846793005).wrapping_add(x)
+    })
+}
+
 /// One task of the mixed workload.
 fn mixed_work(i: u64) -> u64 {
-    let spin = |seed: u64| {
-        (0..20_000u64).fold(seed, |a, x| {
-            a.wrapping_mul(6364136223846793005).wrapping_add(x)
-        })
-    };
     let a = spin(i);
     std::thread::sleep(Duration::from_millis(1));
     std::hint::black_box(spin(a))
+}
+
+/// The mixed workload's compute without the sleep.
+fn mixed_compute(i: u64) -> u64 {
+    spin(std::hint::black_box(spin(i)))
 }
 
 fn per_task(start: Instant, tasks: u64) -> f64 {
@@ -63,9 +72,13 @@ struct Mixed {
     syscalls: f64,
 }
 
-fn measured(tasks: u64, f: impl FnOnce() -> f64) -> Mixed {
+/// Runs `f` (the spawning and joining of `tasks` tasks) and measures it: time, context
+/// switches and the runtime's calls, over the same interval.
+fn timed(tasks: u64, f: impl FnOnce()) -> Mixed {
     let (csw, calls) = (context_switches(), umcg::sys::stats::snapshot().total());
-    let ns = f();
+    let start = Instant::now();
+    f();
+    let ns = per_task(start, tasks);
     Mixed {
         ns,
         csw: (context_switches() - csw) as f64 / tasks as f64,
@@ -73,63 +86,82 @@ fn measured(tasks: u64, f: impl FnOnce() -> f64) -> Mixed {
     }
 }
 
-fn mixed_umcg(tasks: u64) -> f64 {
+fn mixed_umcg(tasks: u64) -> Mixed {
     let rt = umcg_runtime::Builder::new()
         .servers(2)
         .stack_size(256 << 10)
         .build()
         .expect("umcg runtime");
-    let start = Instant::now();
-    let hs: Vec<_> = (0..tasks)
-        .map(|i| rt.spawn(move || mixed_work(i)))
-        .collect();
-    for h in hs {
-        h.join().expect("task");
-    }
-    let t = per_task(start, tasks);
+    let m = timed(tasks, || {
+        let hs: Vec<_> = (0..tasks)
+            .map(|i| rt.spawn(move || mixed_work(i)))
+            .collect();
+        for h in hs {
+            h.join().expect("task");
+        }
+    });
     rt.shutdown();
-    t
+    m
 }
 
-fn mixed_threads(tasks: u64) -> f64 {
+/// The compute of the mixed workload alone, without its sleep, on two threads (the vCPUs of
+/// the benchmark guest): the floor that no scheduler goes below.
+fn mixed_floor(tasks: u64) -> f64 {
     let start = Instant::now();
-    let hs: Vec<_> = (0..tasks)
-        .map(|i| {
-            std::thread::Builder::new()
-                .stack_size(256 << 10)
-                .spawn(move || mixed_work(i))
-                .expect("thread")
+    let hs: Vec<_> = (0..2)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (t..tasks)
+                    .step_by(2)
+                    .fold(0u64, |a, i| a ^ std::hint::black_box(mixed_compute(i)))
+            })
         })
         .collect();
     for h in hs {
-        h.join().expect("task");
+        h.join().expect("thread");
     }
     per_task(start, tasks)
 }
 
-fn mixed_tokio(tasks: u64) -> f64 {
+fn mixed_threads(tasks: u64) -> Mixed {
+    timed(tasks, || {
+        let hs: Vec<_> = (0..tasks)
+            .map(|i| {
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn(move || mixed_work(i))
+                    .expect("thread")
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("task");
+        }
+    })
+}
+
+fn mixed_tokio(tasks: u64) -> Mixed {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(tasks as usize)
         .thread_stack_size(256 << 10)
         .build()
         .expect("tokio runtime");
-    let start = Instant::now();
-    let hs: Vec<_> = (0..tasks)
-        .map(|i| rt.spawn_blocking(move || mixed_work(i)))
-        .collect();
-    rt.block_on(async {
-        for h in hs {
-            h.await.expect("task");
-        }
+    let m = timed(tasks, || {
+        let hs: Vec<_> = (0..tasks)
+            .map(|i| rt.spawn_blocking(move || mixed_work(i)))
+            .collect();
+        rt.block_on(async {
+            for h in hs {
+                h.await.expect("task");
+            }
+        });
     });
-    let t = per_task(start, tasks);
     rt.shutdown_timeout(Duration::from_secs(10));
-    t
+    m
 }
 
-/// One implementation of the mixed workload: ns per task for so many tasks.
-type Workload = fn(u64) -> f64;
+/// One implementation of the mixed workload, measured with so many tasks.
+type Workload = fn(u64) -> Mixed;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -185,6 +217,10 @@ fn main() {
                 );
             }
             for &n in mixed {
+                println!(
+                    "bench runtime_mixed/floor/{n} ns_per_task {:.1}",
+                    mixed_floor(n)
+                );
                 // Interleaved, so that drift in the machine's speed hits them alike.
                 let runs: [(&str, Workload); 3] = [
                     ("umcg", mixed_umcg),
@@ -192,7 +228,7 @@ fn main() {
                     ("tokio", mixed_tokio),
                 ];
                 for (name, f) in runs {
-                    let m = measured(n, || f(n));
+                    let m = f(n);
                     println!("bench runtime_mixed/{name}/{n} ns_per_task {:.1}", m.ns);
                     println!(
                         "bench runtime_mixed_csw/{name}/{n} csw_per_task {:.2}",
@@ -215,8 +251,11 @@ fn main() {
             measure.as_secs_f64(),
             MSG = echo::MSG
         );
-        for &n in conns {
-            for which in echo::Impl::ALL {
+        for (k, &n) in conns.iter().enumerate() {
+            // A different implementation first at each size: what the first one pays (a
+            // cold heap, the sockets of the previous size still closing) is spread.
+            for j in 0..echo::Impl::ALL.len() {
+                let which = echo::Impl::ALL[(j + k) % echo::Impl::ALL.len()];
                 let name = which.name();
                 match echo::run(which, n, 2, measure) {
                     Ok(o) => {

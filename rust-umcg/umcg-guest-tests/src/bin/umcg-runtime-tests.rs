@@ -532,11 +532,17 @@ fn allocator_held_by_preempted_workers() -> Result<(), String> {
 /// Twice as many tasks as a thread pool of 2 per server would run, each spinning (or yielding)
 /// until all have started: they finish with one thread per task, so they must finish here.
 fn spin_waiting_tasks_finish() -> Result<(), String> {
-    let rt = Builder::new()
-        .servers(2)
-        .preemption(Duration::from_millis(2))
-        .build()
-        .ctx("build")?;
+    // The default time slices, and short ones.
+    spin_waiting_tasks_finish_on(Builder::new().servers(2))?;
+    spin_waiting_tasks_finish_on(
+        Builder::new()
+            .servers(2)
+            .preemption(Duration::from_millis(2)),
+    )
+}
+
+fn spin_waiting_tasks_finish_on(b: Builder) -> Result<(), String> {
+    let rt = b.build().ctx("build")?;
     const N: usize = 10;
     let started = Arc::new(AtomicUsize::new(0));
     let handle = rt.handle();
@@ -718,7 +724,12 @@ fn worker_thread_start_failure_waits() -> Result<(), String> {
         })
         .collect();
     thread::sleep(Duration::from_millis(300));
+    let failures = rt.metrics().thread_start_failures;
     set_address_space_limit(libc::RLIM_INFINITY)?;
+    check!(
+        failures > 0,
+        "no thread start failed: the test tested nothing"
+    );
     let sum = bounded(
         30,
         "tasks whose threads could not start at first",
@@ -893,7 +904,8 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
         })
         .collect();
     let handle = rt.handle();
-    let m = bounded(90, "10000 tasks blocking", move || loop {
+    // Within the harness's 120 s: 50 + 30 + 10 + 15 + 10.
+    let m = bounded(50, "10000 tasks blocking", move || loop {
         let m = handle.metrics();
         if m.blocked >= N || m.worker_threads >= N && m.running == 0 && m.queued == 0 {
             return m;
@@ -902,7 +914,7 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
     })?;
     let all_blocked = start.elapsed();
     check!(m.blocked == N, "{} blocked of {N}: {m:?}", m.blocked);
-    let sum = bounded(60, "feeding 10000 blocked tasks", move || {
+    let sum = bounded(30, "feeding 10000 blocked tasks", move || {
         for i in 0..N as u32 {
             w.write_all(&i.to_le_bytes()).ctx("write")?;
         }
@@ -918,9 +930,9 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
         m.threads_started,
         start.elapsed()
     );
-    // The keeper, the reactor and the two servers stay.
-    threads_back_to(before + 4)?;
-    bounded(30, "shutdown", move || rt.shutdown())?;
+    // The keeper, the waker, the two servers and the preemptor stay.
+    threads_back_to(before + 5)?;
+    bounded(15, "shutdown", move || rt.shutdown())?;
     threads_back_to(before)?;
     Ok(())
 }
@@ -1131,25 +1143,82 @@ fn named_tasks() -> Result<(), String> {
         kname.as_deref() == Some("fetch-and-parse"),
         "kernel name {kname:?}"
     );
-    // The same worker thread (one server, one free worker) runs the next, unnamed task.
-    let (name, kname, tid2) = rt
-        .spawn(move || {
-            (
-                umcg_runtime::current_task_name(),
-                comm().ok(),
-                umcg::sys::gettid(),
-            )
-        })
-        .join()
-        .map_err(|_| "the task panicked")?;
-    check!(name.is_none(), "an unnamed task has the name {name:?}");
-    if tid2 == tid {
-        check!(
-            kname.as_deref() == Some("umcg-worker"),
-            "kernel name after: {kname:?}"
-        );
+    // Unnamed tasks, until one runs on the same worker thread (one server: soon).
+    let mut same = false;
+    for _ in 0..50 {
+        let (name, kname, tid2) = rt
+            .spawn(move || {
+                (
+                    umcg_runtime::current_task_name(),
+                    comm().ok(),
+                    umcg::sys::gettid(),
+                )
+            })
+            .join()
+            .map_err(|_| "the task panicked")?;
+        check!(name.is_none(), "an unnamed task has the name {name:?}");
+        if tid2 == tid {
+            check!(
+                kname.as_deref() == Some("umcg-worker"),
+                "kernel name after: {kname:?}"
+            );
+            same = true;
+            break;
+        }
     }
+    check!(same, "no later task ran on the named task's worker thread");
     check!(umcg_runtime::current_task_name().is_none(), "not a task");
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
+/// Without time slices, a task spinning on one server waits for tasks that sleep and wake
+/// over and over: every wake-up must reach an idle server (one parks as the group's idle
+/// server, the others take over when it leaves), or the spinner waits for ever. Several
+/// rounds, so that the hand-overs race with the wake-ups.
+fn idle_servers_take_over_parking() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(4)
+        .no_preemption()
+        .build()
+        .ctx("build")?;
+    let handle = rt.handle();
+    bounded(
+        90,
+        "a spinner waiting for sleepers on 4 servers",
+        move || {
+            for round in 0..5 {
+                let left = Arc::new(AtomicUsize::new(3));
+                let spinner = {
+                    let left = left.clone();
+                    handle.spawn(move || {
+                        while left.load(SeqCst) > 0 {
+                            std::hint::spin_loop();
+                        }
+                    })
+                };
+                let sleepers: Vec<_> = (0..3)
+                    .map(|_| {
+                        let left = left.clone();
+                        handle.spawn(move || {
+                            for _ in 0..200 {
+                                thread::sleep(Duration::from_micros(100));
+                            }
+                            left.fetch_sub(1, SeqCst);
+                        })
+                    })
+                    .collect();
+                for s in sleepers {
+                    s.join()
+                        .map_err(|_| format!("round {round}: a sleeper panicked"))?;
+                }
+                spinner
+                    .join()
+                    .map_err(|_| format!("round {round}: the spinner panicked"))?;
+            }
+            Ok::<(), String>(())
+        },
+    )??;
     bounded(20, "shutdown", move || rt.shutdown())?;
     Ok(())
 }
@@ -1195,6 +1264,10 @@ fn main() {
             ("simple_scheduler_example", simple_scheduler_example),
             ("echo_server_example", echo_server_example),
             ("four_servers", four_servers),
+            (
+                "idle_servers_take_over_parking",
+                idle_servers_take_over_parking,
+            ),
             ("preemption_with_blocking", preemption_with_blocking),
             ("ten_thousand_blocked_tasks", ten_thousand_blocked_tasks),
             ("eintr_is_rare_and_retried", eintr_is_rare_and_retried),
