@@ -309,7 +309,13 @@ impl Server {
         if !make_running_if_idle(target) {
             return Ok(false);
         }
-        self.wake_tid(target.tid()).map(|()| true)
+        match self.wake_tid(target.tid()) {
+            // Once RUNNING, the target may see it before it sleeps, return, unregister and
+            // exit, all before the wake-up: then the kernel finds no UMCG task to wake, and
+            // the target has nothing left to be woken from.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(true),
+            r => r.map(|()| true),
+        }
     }
 
     /// Wakes the UMCG task `tid` (which the caller made RUNNING), on this CPU.
