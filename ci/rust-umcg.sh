@@ -2,7 +2,8 @@
 # The rust-umcg workspace: host checks, and the guest tests.
 #
 # Usage: ci/rust-umcg.sh check LOGDIR
-#          cargo fmt --check, clippy -D warnings, cargo test, cargo doc; writes
+#          cargo fmt --check, clippy -D warnings, cargo test, the loom model
+#          checks (--cfg loom), cargo doc; writes
 #          "passed failed skipped" of the host tests to LOGDIR/rust-total.txt.
 #        ci/rust-umcg.sh bench OUT
 #          builds umcg-runtime-bench static (for make bench) at OUT.
@@ -41,6 +42,9 @@ check)
 	fi
 	rc=0
 	cargo test --workspace --quiet > "$log" 2>&1 || rc=$?
+	# The loom model checks (bounded preemptions), in a target dir of their own.
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ws/target/loom" \
+		cargo test --quiet -p umcg-runtime --lib loom >> "$log" 2>&1 || rc=$?
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	passed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) p += $(i - 1)} END {print p + 0}' "$log")
 	failed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^failed;?$/) f += $(i - 1)} END {print f + 0}' "$log")

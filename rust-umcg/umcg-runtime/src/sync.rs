@@ -7,8 +7,12 @@
 //! none of them allocates or frees memory on the server's side.
 
 use crate::Job;
+#[cfg(loom)]
+use loom::sync::atomic::AtomicPtr;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering::SeqCst};
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicPtr;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
 /// A task that has not run yet. The spawner allocates it, servers only link it (through the
 /// [`Injector`] and a [`NewQueue`]) and hand it to a worker, and that worker frees it: no
@@ -378,5 +382,54 @@ mod tests {
             assert!(start.elapsed() < Duration::from_secs(10));
         }
         assert_eq!(ec.waiters.load(SeqCst), 0);
+    }
+}
+
+/// Model checks of the injector with loom (`RUSTFLAGS="--cfg loom" cargo test -p
+/// umcg-runtime --lib loom`): every interleaving of two producers and the server that takes
+/// the stack, up to a bounded number of preemptions (`LOOM_MAX_PREEMPTIONS`, 3 by default here).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+
+    fn job() -> Job {
+        Box::new(|| {})
+    }
+
+    #[test]
+    fn loom_injector_loses_nothing_and_keeps_each_producers_order() {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(|| {
+            let inj = loom::sync::Arc::new(Injector::new());
+            let producers: Vec<_> = (0..2u64)
+                .map(|p| {
+                    let inj = inj.clone();
+                    loom::thread::spawn(move || {
+                        for i in 0..2 {
+                            inj.push(NewTask::new(p * 10 + i, job()));
+                        }
+                    })
+                })
+                .collect();
+            let mut q = NewQueue::new(false);
+            let mut seq = 0;
+            // The server takes whatever is there, while the producers push.
+            inj.take_into(&mut q, &mut seq);
+            for p in producers {
+                p.join().unwrap();
+            }
+            inj.take_into(&mut q, &mut seq);
+            let got: Vec<(u64, u64)> =
+                std::iter::from_fn(|| q.pop().map(|t| (t.id, t.seq))).collect();
+            assert_eq!(got.len(), 4, "{got:?}");
+            assert!(got.windows(2).all(|w| w[0].1 + 1 == w[1].1), "{got:?}");
+            for p in 0..2 {
+                let mine: Vec<u64> = got.iter().map(|g| g.0).filter(|v| v / 10 == p).collect();
+                assert_eq!(mine, [p * 10, p * 10 + 1], "{got:?}");
+            }
+        });
     }
 }
