@@ -138,6 +138,25 @@ class BenchReportTest(unittest.TestCase):
         self.assertFalse([x for x in r.ratios if x[1] == "echo server: throughput / tokio async (100 conns)"])
         self.assertAlmostEqual(20.0, self.ratio(r, "memory per connection, umcg, KiB (10000 conns)")[3])
 
+    def test_a_goal_without_its_figures_is_not_measured(self):
+        # tokio async failed at 10000 connections, umcg at 1000: their goals are
+        # reported as not measured instead of disappearing.
+        path = os.path.join(self.dir.name, "partial.log")
+        with open(path, "w") as f:
+            f.write("bench server_rps/umcg/10000 req_per_s 500\n"
+                    "bench server_rps/threads/10000 req_per_s 400\n"
+                    "bench server_p99/umcg/10000 us 10\n"
+                    "bench server_p99/threads/10000 us 20\n"
+                    "bench server_rps/threads/1000 req_per_s 400\n")
+        r = bench_report.Report(bench_report.parse([f"series={path}"]))
+        r.compute()
+        missing = {name for name, _, _ in r.unmeasured}
+        self.assertIn("echo server: throughput / tokio async (10000 conns)", missing)
+        self.assertIn("echo server: throughput / thread-per-connection (1000 conns)", missing)
+        self.assertNotIn("echo server: throughput / thread-per-connection (10000 conns)", missing)
+        md = r.markdown(2, "TCG")
+        self.assertIn("| echo server: p99 / tokio async's (10000 conns) | series | - | <= 1.5x | **not measured** |", md)
+
     def test_kernel_against_kernel(self):
         r = self.report()
         g = self.ratio(r, "switch/umcg_server_server")
