@@ -157,6 +157,21 @@ fn stopper(addr: SocketAddr, stop: Arc<AtomicBool>) -> impl FnOnce() {
     }
 }
 
+/// A tokio server: stopping it wakes the acceptor, waits for it and shuts the runtime down.
+fn tokio_server(
+    rt: tokio::runtime::Runtime,
+    acceptor: tokio::task::JoinHandle<()>,
+    wake: impl FnOnce() + 'static,
+) -> Server {
+    Server {
+        stop: Box::new(move || {
+            wake();
+            let _ = rt.block_on(acceptor);
+            rt.shutdown_timeout(Duration::from_secs(10));
+        }),
+    }
+}
+
 fn start(which: Impl, conns: usize, servers: usize) -> io::Result<(SocketAddr, Server)> {
     let l = listener(conns + 16)?;
     let addr = l.local_addr()?;
@@ -234,13 +249,7 @@ fn start(which: Impl, conns: usize, servers: usize) -> io::Result<(SocketAddr, S
                     });
                 }
             });
-            Server {
-                stop: Box::new(move || {
-                    wake();
-                    let _ = rt.block_on(acceptor);
-                    rt.shutdown_timeout(Duration::from_secs(10));
-                }),
-            }
+            tokio_server(rt, acceptor, wake)
         }
         Impl::TokioBlocking => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -254,13 +263,7 @@ fn start(which: Impl, conns: usize, servers: usize) -> io::Result<(SocketAddr, S
                     drop(h.spawn_blocking(move || echo_blocking(s)));
                 })
             });
-            Server {
-                stop: Box::new(move || {
-                    wake();
-                    let _ = rt.block_on(acceptor);
-                    rt.shutdown_timeout(Duration::from_secs(10));
-                }),
-            }
+            tokio_server(rt, acceptor, wake)
         }
     };
     Ok((addr, server))

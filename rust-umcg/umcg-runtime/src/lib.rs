@@ -31,8 +31,8 @@
 //! - A new task runs on a free worker thread if there is one. Otherwise the keeper starts a
 //!   thread for it: at once while there are fewer than two worker threads per server or while a
 //!   server has nothing to run, and otherwise (every server busy) one thread per grace period
-//!   of 5 ms while new tasks wait (a worker that finishes meanwhile takes one). So, without a cap ([`Builder::max_worker_threads`]), every task gets a
-//!   thread of its own when it needs one, and a program that completes with one thread per
+//!   of 5 ms while new tasks wait (a worker that finishes meanwhile takes one). So, without a
+//!   cap ([`Builder::max_worker_threads`]), every task gets a thread of its own when it needs one, and a program that completes with one thread per
 //!   task completes here too. Worker threads idle for longer than the keep-alive
 //!   ([`Builder::keep_alive`]) exit.
 //! - Time slices (10 ms by default, [`Builder::preemption`], off with
@@ -242,7 +242,6 @@ struct Shared {
     servers_left: AtomicUsize,
     max_workers: Option<usize>,
     keep_alive: Duration,
-    grace: Duration,
     /// Each server's handle, for the waker.
     server_refs: Vec<OnceLock<ServerRef>>,
     /// The server (index + 1) that sleeps as the group's idle server, 0 if none: the kernel
@@ -677,6 +676,9 @@ fn waker_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
 /// Makes the parked server, if any, RUNNING and wakes it. It may still be on its way to
 /// sleep (not IDLE yet): then it is tried again until it is, or is no longer the parker.
 fn wake_parker(shared: &Shared, server: &Server) {
+    // A parker stopped on its way (a debugger stopping that one thread, say) is waited for
+    // without spinning.
+    let mut tries = 0u32;
     loop {
         let p = shared.parker.load(SeqCst);
         let Some(target) = p.checked_sub(1).and_then(|i| shared.server_refs[i].get()) else {
@@ -684,7 +686,11 @@ fn wake_parker(shared: &Shared, server: &Server) {
         };
         match server.wake(target) {
             Ok(true) => return,
-            Ok(false) => thread::yield_now(),
+            Ok(false) if tries < 64 => {
+                tries += 1;
+                thread::yield_now();
+            }
+            Ok(false) => thread::sleep(Duration::from_micros(100)),
             Err(e) => fatal("waker", &e),
         }
     }
@@ -705,6 +711,10 @@ fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
         }
     }
 }
+
+/// How long a new task waits for a free worker, while every server is busy, before the keeper
+/// starts a thread for it (one per period).
+const GRACE: Duration = Duration::from_millis(5);
 
 /// Starts worker threads when tasks need them, joins and frees those that exited, and, if the
 /// runtime was dropped by one of its tasks, finishes it. Not a UMCG task: it may wait for the
@@ -733,9 +743,7 @@ fn keeper_main(shared: Arc<Shared>) {
             // period (one per period: tasks that keep the servers busy, preempted or not, do
             // not make the keeper start a thread for every waiting task at once).
             let server_idle = shared.work.has_waiters() || shared.parker.load(SeqCst) != 0;
-            if backoff.is_zero() && (alive < warm || server_idle)
-                || waited >= shared.grace + backoff
-            {
+            if backoff.is_zero() && (alive < warm || server_idle) || waited >= GRACE + backoff {
                 shared.keeper.cancel();
                 if start_worker(&shared, &mut threads) {
                     backoff = Duration::ZERO;
@@ -747,7 +755,7 @@ fn keeper_main(shared: Arc<Shared>) {
                 }
                 continue;
             }
-            timeout = Some(shared.grace + backoff - waited);
+            timeout = Some(GRACE + backoff - waited);
         } else {
             need_since = None;
         }
@@ -756,7 +764,14 @@ fn keeper_main(shared: Arc<Shared>) {
             let t = shared.keep_alive.max(Duration::from_millis(10));
             timeout = Some(timeout.map_or(t, |x: Duration| x.min(t)));
             shared.keeper.wait(ticket, timeout);
-            shared.wake_servers(false);
+            // Only when a keep-alive ran out: the keeper is woken for much else.
+            let expired = lock(&shared.sched)
+                .free
+                .front()
+                .is_some_and(|(since, _)| since.elapsed() >= shared.keep_alive);
+            if expired {
+                shared.wake_servers(false);
+            }
         } else {
             shared.keeper.wait(ticket, timeout);
         }
@@ -920,6 +935,9 @@ impl Builder {
     /// Time slices (10 ms by default): a task that runs longer than `slice` without blocking or
     /// yielding is preempted and queued again. Uses the real-time signal `SIGRTMIN + 1` unless
     /// [`Builder::preemption_signal`] names another, in either order.
+    ///
+    /// A debugger stops at every signal by default: under gdb, `handle SIG35 nostop noprint
+    /// pass` (glibc's `SIGRTMIN + 1`) lets the preemption through, as Go's `SIGURG` needs.
     pub fn preemption(mut self, slice: Duration) -> Self {
         self.preemption = Some(slice);
         self
@@ -1013,7 +1031,6 @@ impl Builder {
             servers_left: AtomicUsize::new(0),
             max_workers: self.max_workers,
             keep_alive: self.keep_alive,
-            grace: Duration::from_millis(5),
             server_refs: (0..self.servers).map(|_| OnceLock::new()).collect(),
             parker: AtomicUsize::new(0),
             bell: EventCount::default(),
@@ -1468,6 +1485,32 @@ impl<T> JoinInner<T> {
             r = self.cv.wait(r).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    /// Waits at most `timeout` for the result and takes it.
+    fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, JoinError>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut r = lock(&self.result);
+        loop {
+            if let Some(r) = r.take() {
+                return Some(r);
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if d <= now => return None,
+                Some(d) => d - now,
+                // So far away that it cannot come: wait as long as join() would.
+                None => Duration::from_secs(3600),
+            };
+            r = match self.cv.wait_timeout(r, left) {
+                Ok((r, _)) => r,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        lock(&self.result).is_some()
+    }
 }
 
 /// Why a task gave no result: it panicked, or it never ran because the runtime had shut down.
@@ -1571,31 +1614,12 @@ impl<T> JoinHandle<T> {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JoinError>, Self> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut r = lock(&self.inner.result);
-        loop {
-            if let Some(r) = r.take() {
-                return Ok(r);
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d <= now => break,
-                Some(d) => d - now,
-                // So far away that it cannot come: wait as long as join() would.
-                None => Duration::from_secs(3600),
-            };
-            r = match self.inner.cv.wait_timeout(r, left) {
-                Ok((r, _)) => r,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        drop(r);
-        Err(self)
+        self.inner.wait_timeout(timeout).ok_or(self)
     }
 
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
-        lock(&self.inner.result).is_some()
+        self.inner.is_finished()
     }
 }
 

@@ -81,7 +81,7 @@ impl<T> ScopedJoinHandle<'_, T> {
 
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
-        lock(&self.inner.result).is_some()
+        self.inner.is_finished()
     }
 }
 

@@ -289,13 +289,20 @@ impl<T> Group<T> {
         if word.cas(by_kernel, running).is_ok() || slot_was_ours {
             return woken;
         }
-        // The kernel took the slot and has not made this server RUNNING yet.
-        if word.cas(running, parked()).is_ok() {
-            let r = sys::umcg_wait(0, sys::realtime_deadline(Duration::from_millis(10)));
-            if word.cas(parked(), running).is_err() {
-                let _ = word.cas(by_kernel, running);
+        // The kernel took the slot and has not made this server RUNNING yet. Another
+        // server's wake-up may come first again (it makes this one RUNNING without the mark):
+        // then wait on, until the deadline.
+        let deadline = std::time::Instant::now() + Duration::from_millis(10);
+        while word.cas(running, parked()).is_ok() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let _ = sys::umcg_wait(0, sys::realtime_deadline(left));
+            // The kernel's step came; or the deadline passed with this server still parked.
+            if word.cas(by_kernel, running).is_ok()
+                || word.cas(parked(), running).is_ok()
+                || std::time::Instant::now() >= deadline
+            {
+                break;
             }
-            debug_assert!(r.is_ok() || word.state() == running, "{r:?}");
         }
         true
     }
