@@ -3,7 +3,9 @@
 #
 # Usage: ci/rust-umcg.sh check LOGDIR
 #          cargo fmt --check, clippy -D warnings, cargo test, the loom model
-#          checks (--cfg loom), cargo doc; writes
+#          checks (--cfg loom), the guest tests against the host model of the
+#          kernel (--cfg umcg_model, with a stress loop of the protocol tests for
+#          UMCG_MODEL_STRESS_SECS, default 30), cargo doc; writes
 #          "passed failed skipped" of the host tests to LOGDIR/rust-total.txt.
 #        ci/rust-umcg.sh bench OUT
 #          builds umcg-runtime-bench static (for make bench) at OUT.
@@ -44,14 +46,35 @@ check)
 	cargo test --workspace --quiet > "$log" 2>&1 || rc=$?
 	# The loom model checks (bounded preemptions), in a target dir of their own.
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ws/target/loom" \
-		cargo test --quiet -p umcg-runtime --lib loom >> "$log" 2>&1 || rc=$?
+		cargo test --quiet -p umcg -p umcg-runtime --lib loom >> "$log" 2>&1 || rc=$?
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+	# The guest tests, on this host, against the model of the kernel's half of the
+	# protocol: the library's and the runtime's logic without a UMCG kernel.
+	step "rust-umcg: guest tests against the host model of the kernel"
+	mlog=$logdir/rust-model.ktap
+	model() { RUSTFLAGS="--cfg umcg_model" CARGO_TARGET_DIR="$ws/target/model" "$@"; }
+	if cargo clippy --version > /dev/null 2>&1; then
+		model cargo clippy --quiet -p umcg -p umcg-guest-tests --all-targets -- -D warnings
+	fi
+	model cargo build --quiet -p umcg-guest-tests
+	: > "$mlog"
+	for t in "umcg-protocol-tests" "umcg-runtime-tests" \
+		"umcg-protocol-tests --stress ${UMCG_MODEL_STRESS_SECS:-30}"; do
+		# shellcheck disable=SC2086 # the test's arguments
+		"$ws"/target/model/debug/$t >> "$mlog" 2>&1 || rc=$?
+	done
 	passed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^passed;?$/) p += $(i - 1)} END {print p + 0}' "$log")
 	failed=$(awk '/^test result:/ {for (i = 1; i <= NF; i++) if ($i ~ /^failed;?$/) f += $(i - 1)} END {print f + 0}' "$log")
+	mskipped=$(grep -c '^ok [0-9]* .* # SKIP' "$mlog" || true)
+	mpassed=$(($(grep -c '^ok ' "$mlog" || true) - mskipped))
+	mfailed=$(grep -c '^not ok ' "$mlog" || true)
+	passed=$((passed + mpassed))
+	failed=$((failed + mfailed))
 	[ "$rc" = 0 ] || [ "$failed" -gt 0 ] || failed=1
-	echo "$passed $failed 0" > "$logdir/rust-total.txt"
-	echo "host: rust-umcg tests: $passed passed, $failed failed"
-	[ "$rc" = 0 ] || { cat "$log" >&2; exit 1; }
+	echo "$passed $failed $mskipped" > "$logdir/rust-total.txt"
+	echo "host: rust-umcg tests: $passed passed, $failed failed, $mskipped skipped" \
+		"($mpassed passed against the model of the kernel)"
+	[ "$rc" = 0 ] || { cat "$log" "$mlog" >&2; exit 1; }
 	;;
 guest)
 	kst=$2

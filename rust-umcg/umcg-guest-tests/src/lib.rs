@@ -37,6 +37,46 @@ impl<T, E: std::fmt::Debug> Context<T> for Result<T, E> {
     }
 }
 
+/// Sleeps for `d`. A worker that calls this blocks in the kernel, and its server gets the CPU
+/// back. Built for the host model of the kernel (`--cfg umcg_model`), the sleep is marked as
+/// the blocking point that the kernel would see.
+pub fn sleep(d: Duration) {
+    block_in_kernel(|| std::thread::sleep(d))
+}
+
+/// Runs `f`, a system call in which the calling thread may block: on a UMCG kernel, just
+/// that; built for the host model, marked as a blocking point (see [`sleep`]).
+pub fn block_in_kernel<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(umcg_model)]
+    return umcg::model::blocking(f);
+    #[cfg(not(umcg_model))]
+    f()
+}
+
+/// How a failure's text starts when the test was skipped instead (see [`needs_kernel`]).
+const SKIP: &str = "SKIP: ";
+
+/// Skips the test when it runs against the host model of the kernel (`--cfg umcg_model`)
+/// instead of a UMCG kernel: for what only the kernel does (`why` says what). Use with `?` at
+/// the start of the test.
+pub fn needs_kernel(why: &str) -> Result<(), String> {
+    if cfg!(umcg_model) {
+        return Err(format!("{SKIP}{why}"));
+    }
+    Ok(())
+}
+
+/// A child's exit status for a skipped test (kselftest's).
+const SKIP_STATUS: i32 = 4;
+
+/// The outcome of one test, run in a child process.
+#[derive(PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Skipped,
+    Failed,
+}
+
 /// Runs the tests named on the command line (all if none) and exits.
 pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
     let args: Vec<String> = std::env::args().collect();
@@ -47,6 +87,10 @@ pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
         };
         match f() {
             Ok(()) => std::process::exit(0),
+            Err(e) if e.starts_with(SKIP) => {
+                println!("{}", &e[SKIP.len()..]);
+                std::process::exit(SKIP_STATUS);
+            }
             Err(e) => {
                 println!("FAILED: {e}");
                 std::process::exit(1);
@@ -74,16 +118,23 @@ pub fn main(suite: &str, tests: &[(&str, TestFn)], timeout: Duration) -> ! {
         std::process::exit(4);
     }
     println!("1..{}", chosen.len());
+    if cfg!(umcg_model) {
+        println!("# {suite}: against the host model of the kernel (--cfg umcg_model)");
+    }
     let mut failed = 0;
     for (i, (name, _)) in chosen.iter().enumerate() {
         let n = i + 1;
         let start = Instant::now();
-        let (ok, why, out) = run_child(name, timeout);
+        let (outcome, why, out) = run_child(name, timeout);
+        if outcome == Outcome::Skipped {
+            println!("ok {n} {suite}.{name} # SKIP {}", out.trim());
+            continue;
+        }
         for line in out.lines() {
             println!("# {line}");
         }
         let ms = start.elapsed().as_millis();
-        if ok {
+        if outcome == Outcome::Passed {
             println!("ok {n} {suite}.{name} # {ms} ms");
         } else {
             failed += 1;
@@ -142,9 +193,9 @@ fn stress(
             order.swap(i, (seed % (i as u64 + 1)) as usize);
         }
         for name in &order {
-            let (ok, why, out) = run_child(name, timeout);
+            let (outcome, why, out) = run_child(name, timeout);
             runs += 1;
-            if !ok {
+            if outcome == Outcome::Failed {
                 for line in out.lines() {
                     println!("# {line}");
                 }
@@ -164,10 +215,10 @@ fn stress(
     std::process::exit(0)
 }
 
-fn run_child(name: &str, timeout: Duration) -> (bool, String, String) {
+fn run_child(name: &str, timeout: Duration) -> (Outcome, String, String) {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
-        Err(e) => return (false, format!("current_exe: {e}"), String::new()),
+        Err(e) => return (Outcome::Failed, format!("current_exe: {e}"), String::new()),
     };
     let mut child = match Command::new(exe)
         .args(["--run", name])
@@ -176,7 +227,7 @@ fn run_child(name: &str, timeout: Duration) -> (bool, String, String) {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return (false, format!("spawn: {e}"), String::new()),
+        Err(e) => return (Outcome::Failed, format!("spawn: {e}"), String::new()),
     };
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -206,11 +257,12 @@ fn run_child(name: &str, timeout: Duration) -> (bool, String, String) {
     text.push_str(&err.join().unwrap_or_default());
     match status {
         None => (
-            false,
+            Outcome::Failed,
             format!("TIMEOUT after {} s", timeout.as_secs()),
             text,
         ),
-        Some(st) if st.success() => (true, String::new(), text),
-        Some(st) => (false, format!("{st}"), text),
+        Some(st) if st.success() => (Outcome::Passed, String::new(), text),
+        Some(st) if st.code() == Some(SKIP_STATUS) => (Outcome::Skipped, String::new(), text),
+        Some(st) => (Outcome::Failed, format!("{st}"), text),
     }
 }

@@ -1,6 +1,6 @@
 //! A group: one idle-worker list and one idle-server slot, shared by its workers and servers.
 
-use crate::idle;
+use crate::idle::{self, AtomicU64};
 use crate::server::Server;
 use crate::state::{State, TaskState};
 use crate::sys;
@@ -8,7 +8,7 @@ use crate::word::TaskCell;
 use crate::worker::{Runnable, Worker, WorkerRef};
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -317,7 +317,7 @@ fn parked() -> State {
     State::new(TaskState::Idle).with_user_bits(mark::PARKED)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 impl<T> Group<T> {
     /// Puts a cell on the list as the kernel would, for host tests.
     pub(crate) fn test_push(&self, cell: &Arc<TaskCell<T>>) {
@@ -331,7 +331,7 @@ impl<T> Group<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

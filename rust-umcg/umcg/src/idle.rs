@@ -12,7 +12,13 @@
 //! node back at the head before the worker may run again.
 
 use crate::sys::UMCG_IDLE_NODE_PENDING;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
+
+/// The list's words: loom's under `--cfg loom`, for the model check below.
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicU64;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicU64;
 
 /// Takes every node off the list at `head`, re-points each to `head`, and returns their
 /// addresses oldest push first.
@@ -20,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 /// # Safety
 ///
 /// As for [`take_each`].
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) unsafe fn take_all(head: &AtomicU64) -> Vec<u64> {
     let mut nodes = Vec::new();
     // SAFETY: as promised by the caller.
@@ -86,7 +92,7 @@ pub(crate) unsafe fn simulate_kernel_push(head: &AtomicU64, node: &AtomicU64, pa
     node.store(old, SeqCst);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -185,5 +191,53 @@ mod tests {
         assert!(unsafe { take_all(&head) }.is_empty());
         assert_eq!(seen.values().sum::<usize>(), total);
         assert!(seen.values().all(|&n| n == ROUNDS));
+    }
+}
+
+/// A model check of the list with loom (`RUSTFLAGS="--cfg loom" cargo test -p umcg --lib
+/// loom`): two pushers, as the kernel pushes, and a consumer that takes the list while they
+/// push and once more after they are done, in every interleaving up to the preemption bound:
+/// each node is taken exactly once, oldest push first within a take, and re-pointed at the
+/// head.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_idle_list_loses_nothing_and_takes_each_node_once() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let head = Arc::new(AtomicU64::new(0));
+            let nodes = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+            let pushers: Vec<_> = (0..2)
+                .map(|i| {
+                    let (head, nodes) = (head.clone(), nodes.clone());
+                    loom::thread::spawn(move || {
+                        // SAFETY: the nodes outlive the list; each is pushed once.
+                        unsafe { simulate_kernel_push(&head, &nodes[i], || {}) }
+                    })
+                })
+                .collect();
+            let mut seen = Vec::new();
+            // SAFETY: the nodes outlive the list.
+            unsafe { take_each(&head, |n| seen.push(n)) };
+            for p in pushers {
+                p.join().unwrap();
+            }
+            // SAFETY: as above.
+            unsafe { take_each(&head, |n| seen.push(n)) };
+            let addr = |i: usize| &nodes[i] as *const AtomicU64 as u64;
+            seen.sort_unstable();
+            let mut want = vec![addr(0), addr(1)];
+            want.sort_unstable();
+            assert_eq!(seen, want, "each node taken exactly once");
+            let home = &*head as *const AtomicU64 as u64;
+            for n in nodes.iter() {
+                assert_eq!(n.load(SeqCst), home, "re-pointed at the head");
+            }
+            assert_eq!(head.load(SeqCst), 0);
+        });
     }
 }

@@ -24,6 +24,14 @@
 //!
 //! The library uses bits 24-31 of each `state` word (the user bits) itself.
 //!
+//! # Testing without a UMCG kernel
+//!
+//! Built with `RUSTFLAGS="--cfg umcg_model"`, the crate talks to `umcg::model` instead of the
+//! kernel: a model of the kernel's half of the protocol in user space, so that schedulers
+//! built on this crate can be tested on any Linux host. The kernel sees every sleep of a
+//! worker; the model sees those that go through `umcg::model::blocking` (and
+//! [`sys::futex_wait`]). The module's documentation says what else it leaves out.
+//!
 //! # Example
 //!
 //! A scheduler on this layer: one server runs eight workers that yield and block. The
@@ -32,6 +40,9 @@
 #![doc = concat!("```no_run\n", include_str!("../examples/simple_scheduler.rs"), "```")]
 
 pub mod sys;
+
+#[cfg(umcg_model)]
+pub mod model;
 
 mod error;
 mod group;
@@ -57,10 +68,19 @@ pub fn is_supported() -> bool {
 /// exchange and its store, a transition under `UMCG_TF_LOCKED`): spins at first, then yields
 /// the CPU, in case the other thread was preempted in the middle.
 pub(crate) fn backoff(spins: &mut u32) {
-    *spins += 1;
-    if *spins < 64 {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
+    // A model check explores the other thread's step instead.
+    #[cfg(loom)]
+    {
+        let _ = spins;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    {
+        *spins += 1;
+        if *spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }

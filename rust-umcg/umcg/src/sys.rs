@@ -8,6 +8,10 @@
 //! 6.13 and later use them for `setxattrat()`/`getxattrat()`. So the wrappers first check, once,
 //! that the kernel really is a UMCG one ([`is_supported`]), and otherwise fail with an error of
 //! kind [`io::ErrorKind::Unsupported`] without making the call.
+//!
+//! Built with `--cfg umcg_model`, the two system calls go to a model of the kernel's half of
+//! the protocol in user space instead (see the crate's `model` module), for tests on hosts
+//! without UMCG.
 
 use std::io;
 
@@ -88,6 +92,7 @@ fn unsupported() -> io::Error {
     )
 }
 
+#[cfg_attr(umcg_model, allow(dead_code))]
 fn result(ret: libc::c_long) -> io::Result<()> {
     if ret == 0 {
         return Ok(());
@@ -110,7 +115,10 @@ pub unsafe fn umcg_ctl(flags: u32, task: *mut umcg_task) -> io::Result<()> {
         return Err(unsupported());
     }
     stats::count(&stats::UMCG_CTL);
+    #[cfg(umcg_model)]
+    return crate::model::ctl(flags, task).map_err(io::Error::from_raw_os_error);
     // SAFETY: the system call only reads and writes `task` as the caller promised.
+    #[cfg(not(umcg_model))]
     result(unsafe { libc::syscall(SYS_UMCG_CTL, flags, task) })
 }
 
@@ -125,7 +133,10 @@ pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
         return Err(unsupported());
     }
     stats::count(&stats::UMCG_WAIT);
+    #[cfg(umcg_model)]
+    return crate::model::wait(flags, abs_timeout).map_err(io::Error::from_raw_os_error);
     // SAFETY: the system call takes no pointers.
+    #[cfg(not(umcg_model))]
     result(unsafe { libc::syscall(SYS_UMCG_WAIT, flags, abs_timeout) })
 }
 
@@ -139,6 +150,10 @@ pub fn umcg_wait(flags: u32, abs_timeout: u64) -> io::Result<()> {
 /// sixth argument, the size of its argument structure, above `PAGE_SIZE` is `E2BIG`, checked
 /// before anything is read. `umcg_wait()` ignores arguments three to six.
 pub fn is_supported() -> bool {
+    // The model of the kernel's half is always there.
+    if cfg!(umcg_model) {
+        return true;
+    }
     static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SUPPORTED.get_or_init(|| probe(raw_syscall6))
 }
@@ -226,7 +241,7 @@ pub fn futex_wait(
     stats::count(&stats::FUTEX_WAIT);
     // SAFETY: the kernel reads the futex word, which `word` keeps alive across the call, and
     // the timespec, which lives on this stack frame.
-    let ret = unsafe {
+    let wait = || unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -235,6 +250,11 @@ pub fn futex_wait(
             tsp,
         )
     };
+    // A blocking point that the model of the kernel must be told about.
+    #[cfg(umcg_model)]
+    let ret = crate::model::blocking(wait);
+    #[cfg(not(umcg_model))]
+    let ret = wait();
     ret == 0
 }
 

@@ -150,7 +150,12 @@ impl<T> WorkerRef<T> {
     }
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
+/// The preemption handler: the kernel does the work on the worker's way back to user space.
+/// (The host model of the kernel is told here, where a process can see that way.)
+extern "C" fn ignore_signal(_: libc::c_int) {
+    #[cfg(umcg_model)]
+    crate::model::signal_delivered();
+}
 
 /// The signals for which [`install_preemption_handler`] installed its handler: how many
 /// [`PreemptionHandler`]s use each, and the disposition to restore when the last is dropped.

@@ -95,6 +95,174 @@ fn sys_errors() -> Result<(), String> {
     Ok(())
 }
 
+/// `umcg_ctl()` on a `struct umcg_task` prepared by hand.
+fn ctl(flags: u32, task: *mut sys::umcg_task) -> i32 {
+    // SAFETY: every caller unregisters before its task goes out of scope.
+    match unsafe { sys::umcg_ctl(flags, task) } {
+        Ok(()) => 0,
+        Err(e) => errno(&e),
+    }
+}
+
+fn wait_errno(flags: u32, abs_timeout: u64) -> i32 {
+    match sys::umcg_wait(flags, abs_timeout) {
+        Ok(()) => 0,
+        Err(e) => errno(&e),
+    }
+}
+
+/// The raw calls' checks and errors, as the ABI gives them, from a hand-made task: what the
+/// safe layer never does, so that the kernel and the host model of it are held to the same
+/// answers.
+fn abi_errors() -> Result<(), String> {
+    use sys::*;
+    let running = || umcg_task {
+        state: UMCG_TASK_RUNNING,
+        ..Default::default()
+    };
+    let mut t = running();
+    let p: *mut umcg_task = &mut t;
+    for flags in [
+        0,
+        4,
+        UMCG_CTL_WORKER,
+        UMCG_CTL_REGISTER | UMCG_CTL_UNREGISTER,
+    ] {
+        check!(ctl(flags, p) == libc::EINVAL, "ctl flags {flags:#x}");
+    }
+    check!(
+        ctl(UMCG_CTL_REGISTER, std::ptr::null_mut()) == libc::EINVAL,
+        "register NULL"
+    );
+    check!(
+        ctl(UMCG_CTL_UNREGISTER, p) == libc::EINVAL,
+        "unregister with a task"
+    );
+    // A server registers RUNNING, with no flags, no reserved bits and no next_tid.
+    for (what, state, next_tid) in [
+        ("IDLE", UMCG_TASK_IDLE, 0),
+        ("BLOCKED", UMCG_TASK_BLOCKED, 0),
+        ("LOCKED", UMCG_TASK_RUNNING | UMCG_TF_LOCKED, 0),
+        ("reserved bits", UMCG_TASK_RUNNING | 1 << 16, 0),
+        ("next_tid", UMCG_TASK_RUNNING, 1),
+    ] {
+        let mut bad = umcg_task {
+            state,
+            next_tid,
+            ..Default::default()
+        };
+        check!(
+            ctl(UMCG_CTL_REGISTER, &mut bad) == libc::EINVAL,
+            "server registered {what}"
+        );
+    }
+    // Not 8-byte aligned.
+    let mut buf = [0u64; 16];
+    let odd = (buf.as_mut_ptr() as usize + 4) as *mut umcg_task;
+    // SAFETY: 4 bytes into a 128-byte buffer: the 64 bytes of a task are inside it.
+    unsafe { std::ptr::write_unaligned(odd, running()) };
+    check!(
+        ctl(UMCG_CTL_REGISTER, odd) == libc::EINVAL,
+        "misaligned task"
+    );
+    // A worker registers BLOCKED, with an aligned list head and server slot.
+    let head = 0u64;
+    let slot = 0u32;
+    let head_ptr = &head as *const u64 as u64;
+    let slot_ptr = &slot as *const u32 as u64;
+    for (what, state, h, s) in [
+        ("RUNNING", UMCG_TASK_RUNNING, head_ptr, slot_ptr),
+        ("without a head", UMCG_TASK_BLOCKED, 0, slot_ptr),
+        ("without a slot", UMCG_TASK_BLOCKED, head_ptr, 0),
+        ("misaligned head", UMCG_TASK_BLOCKED, head_ptr + 4, slot_ptr),
+        ("misaligned slot", UMCG_TASK_BLOCKED, head_ptr, slot_ptr + 2),
+    ] {
+        let mut bad = umcg_task {
+            state,
+            idle_workers_ptr: h,
+            idle_server_tid_ptr: s,
+            ..Default::default()
+        };
+        check!(
+            ctl(UMCG_CTL_REGISTER | UMCG_CTL_WORKER, &mut bad) == libc::EINVAL,
+            "worker registered {what}"
+        );
+    }
+
+    check!(ctl(UMCG_CTL_REGISTER, p) == 0, "register");
+    check!(ctl(UMCG_CTL_REGISTER, p) == libc::EINVAL, "register twice");
+    let set = |state: u32, next_tid: u32| {
+        // SAFETY: `t` is this thread's task; the kernel writes it only in this thread's calls.
+        unsafe {
+            std::ptr::write_volatile(&mut (*p).state, state);
+            std::ptr::write_volatile(&mut (*p).next_tid, next_tid);
+        }
+    };
+    check!(wait_errno(1 << 5, 0) == libc::EINVAL, "unknown wait flag");
+    check!(
+        wait_errno(UMCG_WAIT_WAKE_ONLY, 0) == libc::EINVAL,
+        "WAKE_ONLY without next_tid"
+    );
+    // A thread of this process that is not a UMCG task, and a TID that names no thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let other = thread::spawn(move || {
+        let _ = tx.send(sys::gettid());
+        let _ = stop_rx.recv();
+    });
+    let plain = rx.recv().ctx("tid")?;
+    set(UMCG_TASK_RUNNING, plain);
+    check!(
+        wait_errno(
+            UMCG_WAIT_WAKE_ONLY,
+            sys::realtime_deadline(Duration::from_secs(1))
+        ) == libc::EINVAL,
+        "WAKE_ONLY with a timeout"
+    );
+    check!(
+        wait_errno(UMCG_WAIT_WAKE_ONLY, 0) == libc::ESRCH,
+        "waking a thread that is not a UMCG task"
+    );
+    check!(
+        wait_errno(0, 0) == libc::ESRCH,
+        "switching to a thread that is not a UMCG task"
+    );
+    set(UMCG_TASK_RUNNING, 0x3fff_fff0);
+    check!(
+        wait_errno(UMCG_WAIT_WAKE_ONLY, 0) == libc::ESRCH,
+        "waking a TID that names no task"
+    );
+    let _ = stop_tx.send(());
+    let _ = other.join();
+    // A RUNNING caller returns at once; an IDLE one sleeps until its deadline.
+    set(UMCG_TASK_RUNNING, 0);
+    check!(wait_errno(0, 0) == 0, "wait while RUNNING");
+    set(UMCG_TASK_IDLE, 0);
+    let start = Instant::now();
+    check!(
+        wait_errno(0, sys::realtime_deadline(Duration::from_millis(20))) == libc::ETIMEDOUT,
+        "timed wait"
+    );
+    check!(
+        start.elapsed() >= Duration::from_millis(15),
+        "timed out after {:?}",
+        start.elapsed()
+    );
+    // SAFETY: as in `set`.
+    let state = unsafe { std::ptr::read_volatile(&(*p).state) };
+    check!(
+        state & UMCG_TASK_STATE_MASK == UMCG_TASK_IDLE,
+        "a server stays IDLE after a timeout: {state:#x}"
+    );
+    set(UMCG_TASK_RUNNING, 0);
+    check!(
+        ctl(UMCG_CTL_UNREGISTER, std::ptr::null_mut()) == 0,
+        "unregister"
+    );
+    check!(wait_errno(0, 0) == libc::EINVAL, "wait after unregister");
+    Ok(())
+}
+
 fn server_registration() -> Result<(), String> {
     let s = Server::register().ctx("register")?;
     check!(
@@ -174,7 +342,7 @@ fn block_comes_back_through_idle_list() -> Result<(), String> {
     let t = thread::spawn(move || {
         let w = g.register_worker(()).expect("register worker");
         for _ in 0..5 {
-            thread::sleep(Duration::from_millis(5));
+            umcg_guest_tests::sleep(Duration::from_millis(5));
         }
         drop(w);
     });
@@ -201,7 +369,7 @@ fn block_then_wake_is_not_a_yield() -> Result<(), String> {
         let w = g.register_worker(()).expect("register worker");
         // Short blocks: likely to be over (worker queued) before the server checks.
         for _ in 0..50 {
-            thread::sleep(Duration::from_micros(20));
+            umcg_guest_tests::sleep(Duration::from_micros(20));
         }
         drop(w);
     });
@@ -352,7 +520,7 @@ fn preempt_a_spinning_worker() -> Result<(), String> {
     );
     let timer = thread::spawn(move || {
         for _ in 0..200 {
-            thread::sleep(Duration::from_millis(20));
+            umcg_guest_tests::sleep(Duration::from_millis(20));
             if w.preempt(signal).unwrap_or(false) {
                 return true;
             }
@@ -413,7 +581,7 @@ fn preempt_racing_wake_worker() -> Result<(), String> {
             if w.preempt(signal).unwrap_or(false) {
                 n += 1;
                 // Let the worker run a little between preemptions.
-                thread::sleep(Duration::from_micros(200));
+                umcg_guest_tests::sleep(Duration::from_micros(200));
             }
         }
         n
@@ -476,12 +644,12 @@ fn waking_a_serving_server_is_refused() -> Result<(), String> {
         woke
     });
     let preemptor = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(150));
+        umcg_guest_tests::sleep(Duration::from_millis(150));
         let mut tries = 0u32;
         while !w.preempt(signal).unwrap_or(false) && tries < 100_000 {
             tries += 1;
         }
-        thread::sleep(Duration::from_millis(200));
+        umcg_guest_tests::sleep(Duration::from_millis(200));
         s3.store(true, SeqCst);
     });
     let mut exited = false;
@@ -655,7 +823,7 @@ fn many_workers_two_servers() -> Result<(), String> {
             h.lock().unwrap().push(w.handle());
             for j in 0..3 {
                 if (i + j) % 2 == 0 {
-                    thread::sleep(Duration::from_millis(1));
+                    umcg_guest_tests::sleep(Duration::from_millis(1));
                 } else {
                     w.yield_now().expect("yield");
                 }
@@ -733,7 +901,7 @@ fn many_workers_two_servers() -> Result<(), String> {
             );
             return Err(format!("hung with {} exits", exits.load(SeqCst)));
         }
-        thread::sleep(Duration::from_millis(10));
+        umcg_guest_tests::sleep(Duration::from_millis(10));
     }
     for s in servers {
         s.join().map_err(|_| "server panicked")??;
@@ -753,7 +921,7 @@ fn unregistered_worker_thread_can_register_again() -> Result<(), String> {
         // Unregistered: it may register as a server now, and plain syscalls do not block on
         // UMCG any more.
         let s = Server::register().ctx("server after worker")?;
-        thread::sleep(Duration::from_millis(2));
+        umcg_guest_tests::sleep(Duration::from_millis(2));
         drop(s);
         Ok(())
     });
@@ -768,6 +936,7 @@ fn main() {
         "umcg-protocol",
         &[
             ("sys_errors", sys_errors),
+            ("abi_errors", abi_errors),
             ("server_registration", server_registration),
             ("worker_runs_and_exits", worker_runs_and_exits),
             ("yield_comes_back_directly", yield_comes_back_directly),

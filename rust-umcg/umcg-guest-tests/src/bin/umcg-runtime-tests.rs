@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use umcg_guest_tests::{check, Context};
+use umcg_guest_tests::{block_in_kernel, check, needs_kernel, Context};
 use umcg_runtime::{Builder, Lifo};
 
 fn spawn_and_join() -> Result<(), String> {
@@ -34,7 +34,7 @@ fn mixed_load() -> Result<(), String> {
             if i % 2 == 0 {
                 let n = asleep.fetch_add(1, SeqCst) + 1;
                 most.fetch_max(n, SeqCst);
-                thread::sleep(Duration::from_millis(100));
+                umcg_guest_tests::sleep(Duration::from_millis(100));
                 asleep.fetch_sub(1, SeqCst);
             } else {
                 std::hint::black_box(
@@ -74,7 +74,7 @@ fn thousand_blocking_reads() -> Result<(), String> {
             let r = r.clone();
             rt.spawn(move || {
                 let mut b = [0u8; 4];
-                (&*r).read_exact(&mut b).map(|()| u32::from_le_bytes(b))
+                block_in_kernel(|| (&*r).read_exact(&mut b)).map(|()| u32::from_le_bytes(b))
             })
         })
         .collect();
@@ -121,17 +121,17 @@ fn shutdown_waits_for_blocked_tasks() -> Result<(), String> {
         writers.push(w);
         hs.push(rt.spawn(move || {
             let mut b = [0u8; 1];
-            r.read_exact(&mut b).map(|()| b[0] ^ i)
+            block_in_kernel(|| r.read_exact(&mut b)).map(|()| b[0] ^ i)
         }));
     }
-    thread::sleep(Duration::from_millis(50));
+    umcg_guest_tests::sleep(Duration::from_millis(50));
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     let closer = thread::spawn(move || {
         rt.shutdown();
         d.store(true, SeqCst);
     });
-    thread::sleep(Duration::from_millis(200));
+    umcg_guest_tests::sleep(Duration::from_millis(200));
     check!(!done.load(SeqCst), "shutdown returned with tasks blocked");
     for (i, mut w) in writers.into_iter().enumerate() {
         w.write_all(&[i as u8]).ctx("write")?;
@@ -216,7 +216,7 @@ fn preemption_time_slices() -> Result<(), String> {
         true
     });
     // Give the spinner the server first.
-    thread::sleep(Duration::from_millis(20));
+    umcg_guest_tests::sleep(Duration::from_millis(20));
     let f2 = flag.clone();
     let setter = rt.spawn(move || f2.store(true, SeqCst));
     setter.join().map_err(|_| "setter panicked")?;
@@ -270,6 +270,7 @@ fn lifo_policy() -> Result<(), String> {
 
 /// Runs one of the workspace's examples, installed next to this binary.
 fn run_example(name: &str, args: &[&str], expect: &str) -> Result<(), String> {
+    needs_kernel("the example is a program of its own, blocking in real system calls")?;
     let exe = std::env::current_exe().ctx("current_exe")?;
     let path = exe.with_file_name(name);
     let out = std::process::Command::new(&path)
@@ -314,7 +315,7 @@ fn spawn_after_shutdown_is_cancelled() -> Result<(), String> {
     let handle = rt.handle();
     let h = handle.clone();
     let parent = rt.spawn(move || {
-        thread::sleep(Duration::from_millis(50));
+        umcg_guest_tests::sleep(Duration::from_millis(50));
         h.spawn(|| 7u32)
     });
     rt.shutdown();
@@ -360,13 +361,13 @@ fn spawns_racing_shutdown() -> Result<(), String> {
             }
             joins
         });
-        thread::sleep(Duration::from_millis(5));
+        umcg_guest_tests::sleep(Duration::from_millis(5));
         let (tx, rx) = std::sync::mpsc::channel();
         thread::spawn(move || {
             rt.shutdown();
             let _ = tx.send(());
         });
-        thread::sleep(Duration::from_millis(1 + round % 5));
+        umcg_guest_tests::sleep(Duration::from_millis(1 + round % 5));
         stop.store(true, SeqCst);
         rx.recv_timeout(Duration::from_secs(10))
             .map_err(|_| format!("round {round}: shutdown hangs while tasks are spawned"))?;
@@ -511,7 +512,7 @@ fn allocator_held_by_preempted_workers() -> Result<(), String> {
                             kids.push(h.spawn(move || vec![1u8; 3000 + (n % 5000) as usize].len()));
                         }
                         if n % 512 < 2 {
-                            thread::sleep(Duration::from_micros(200));
+                            umcg_guest_tests::sleep(Duration::from_micros(200));
                         }
                     }
                     kids.into_iter()
@@ -620,7 +621,7 @@ fn threads_back_to(n: usize) -> Result<(), String> {
             threads_now(),
             thread_names()
         );
-        thread::sleep(Duration::from_millis(10));
+        umcg_guest_tests::sleep(Duration::from_millis(10));
     }
     Ok(())
 }
@@ -635,7 +636,7 @@ fn drop_runtime_inside_a_task() -> Result<(), String> {
         let slot = Arc::new(Mutex::new(Some(rt)));
         let s = slot.clone();
         let other = handle.spawn(|| {
-            thread::sleep(Duration::from_millis(100));
+            umcg_guest_tests::sleep(Duration::from_millis(100));
             5u32
         });
         let t = handle.spawn(move || {
@@ -718,12 +719,12 @@ fn worker_thread_start_failure_waits() -> Result<(), String> {
     let hs: Vec<_> = (0..20u32)
         .map(|i| {
             rt.spawn(move || {
-                thread::sleep(Duration::from_millis(20));
+                umcg_guest_tests::sleep(Duration::from_millis(20));
                 i
             })
         })
         .collect();
-    thread::sleep(Duration::from_millis(300));
+    umcg_guest_tests::sleep(Duration::from_millis(300));
     let failures = rt.metrics().thread_start_failures;
     set_address_space_limit(libc::RLIM_INFINITY)?;
     check!(
@@ -768,7 +769,7 @@ fn settled(h: &umcg_runtime::Handle) -> Result<umcg_runtime::Metrics, String> {
             start.elapsed() < Duration::from_secs(5),
             "counts left over: {m:?}"
         );
-        thread::sleep(Duration::from_millis(5));
+        umcg_guest_tests::sleep(Duration::from_millis(5));
     }
 }
 
@@ -783,7 +784,7 @@ fn four_servers() -> Result<(), String> {
             let (inside, most) = (inside.clone(), most.clone());
             rt.spawn(move || {
                 match i % 4 {
-                    0 => thread::sleep(Duration::from_millis(2)),
+                    0 => umcg_guest_tests::sleep(Duration::from_millis(2)),
                     1 => umcg_runtime::yield_now(),
                     _ => {}
                 }
@@ -829,12 +830,12 @@ fn preemption_with_blocking() -> Result<(), String> {
                         &most,
                     );
                     if (i + round) % 2 == 0 {
-                        thread::sleep(Duration::from_micros(300));
+                        umcg_guest_tests::sleep(Duration::from_micros(300));
                     } else {
                         // A token through a pipe: a blocking read another task wakes.
                         (&*w).write_all(&[1])?;
                         let mut b = [0u8; 1];
-                        (&*r).read_exact(&mut b)?;
+                        block_in_kernel(|| (&*r).read_exact(&mut b))?;
                     }
                 }
                 Ok(i)
@@ -899,7 +900,7 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
             let r = r.clone();
             rt.spawn(move || {
                 let mut b = [0u8; 4];
-                (&*r).read_exact(&mut b).map(|()| u32::from_le_bytes(b))
+                block_in_kernel(|| (&*r).read_exact(&mut b)).map(|()| u32::from_le_bytes(b))
             })
         })
         .collect();
@@ -911,7 +912,7 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
         if m.blocked >= N {
             return m;
         }
-        thread::sleep(Duration::from_millis(50));
+        umcg_guest_tests::sleep(Duration::from_millis(50));
     })?;
     let all_blocked = start.elapsed();
     check!(m.blocked == N, "{} blocked of {N}: {m:?}", m.blocked);
@@ -944,6 +945,7 @@ fn ten_thousand_blocked_tasks() -> Result<(), String> {
 /// spinning tasks are preempted every millisecond, and retries them, as the documentation
 /// says a task must.
 fn eintr_is_rare_and_retried() -> Result<(), String> {
+    needs_kernel("what a signal does to a task asleep in poll() is the kernel's")?;
     let rt = Builder::new()
         .servers(1)
         .preemption(Duration::from_millis(1))
@@ -1065,7 +1067,7 @@ fn scoped_tasks() -> Result<(), String> {
             let finished = &finished;
             // Not joined: the scope waits for them.
             s.spawn(move || {
-                thread::sleep(Duration::from_millis(5));
+                umcg_guest_tests::sleep(Duration::from_millis(5));
                 *c = w.len() as u64;
                 finished.fetch_add(1, SeqCst);
             });
@@ -1091,7 +1093,7 @@ fn scoped_tasks() -> Result<(), String> {
         rt.scope(|s| {
             s.spawn(|| panic!("unjoined on purpose"));
             s.spawn(|| {
-                thread::sleep(Duration::from_millis(50));
+                umcg_guest_tests::sleep(Duration::from_millis(50));
                 done.store(true, SeqCst);
             });
         })
@@ -1203,7 +1205,7 @@ fn idle_servers_take_over_parking() -> Result<(), String> {
                         let left = left.clone();
                         handle.spawn(move || {
                             for _ in 0..200 {
-                                thread::sleep(Duration::from_micros(100));
+                                umcg_guest_tests::sleep(Duration::from_micros(100));
                             }
                             left.fetch_sub(1, SeqCst);
                         })
