@@ -71,7 +71,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 use sync::{EventCount, Injector, NewQueue, NewTask};
@@ -1457,54 +1457,58 @@ pub fn current_task() -> Option<u64> {
     (!w.is_null()).then(|| unsafe { &*w }.data().task.load(SeqCst))
 }
 
+/// A task's result and the waits for it. The waits are on an [`EventCount`] (a futex through
+/// `umcg::sys`), and the lock is held only to move the result.
 struct JoinInner<T> {
     result: Mutex<Option<Result<T, JoinError>>>,
-    cv: Condvar,
+    done: EventCount,
 }
 
 impl<T> JoinInner<T> {
     fn new() -> Self {
         JoinInner {
             result: Mutex::new(None),
-            cv: Condvar::new(),
+            done: EventCount::default(),
         }
     }
 
     fn set(&self, r: Result<T, JoinError>) {
         *lock(&self.result) = Some(r);
-        self.cv.notify_all();
+        self.done.notify_all();
     }
 
     /// Waits for the result and takes it.
     fn wait(&self) -> Result<T, JoinError> {
-        let mut r = lock(&self.result);
         loop {
-            if let Some(r) = r.take() {
+            let ticket = self.done.prepare();
+            if let Some(r) = lock(&self.result).take() {
+                self.done.cancel();
                 return r;
             }
-            r = self.cv.wait(r).unwrap_or_else(|e| e.into_inner());
+            self.done.wait(ticket, None);
         }
     }
 
     /// Waits at most `timeout` for the result and takes it.
     fn wait_timeout(&self, timeout: Duration) -> Option<Result<T, JoinError>> {
         let deadline = Instant::now().checked_add(timeout);
-        let mut r = lock(&self.result);
         loop {
-            if let Some(r) = r.take() {
+            let ticket = self.done.prepare();
+            if let Some(r) = lock(&self.result).take() {
+                self.done.cancel();
                 return Some(r);
             }
             let now = Instant::now();
             let left = match deadline {
-                Some(d) if d <= now => return None,
+                Some(d) if d <= now => {
+                    self.done.cancel();
+                    return None;
+                }
                 Some(d) => d - now,
                 // So far away that it cannot come: wait as long as join() would.
                 None => Duration::from_secs(3600),
             };
-            r = match self.cv.wait_timeout(r, left) {
-                Ok((r, _)) => r,
-                Err(e) => e.into_inner().0,
-            };
+            self.done.wait(ticket, Some(left));
         }
     }
 

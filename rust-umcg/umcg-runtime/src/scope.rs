@@ -4,11 +4,12 @@
 //! tasks may borrow anything that outlives the scope. Joining blocks, which costs a task only
 //! its own worker thread: the server runs other tasks meanwhile.
 
-use crate::{lock, Handle, Job, JoinError, JoinErrorKind, JoinInner};
+use crate::sync::EventCount;
+use crate::{Handle, Job, JoinError, JoinErrorKind, JoinInner};
 use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 /// A scope to spawn tasks in; see [`Handle::scope`].
 pub struct Scope<'scope, 'env: 'scope> {
@@ -22,7 +23,7 @@ pub struct Scope<'scope, 'env: 'scope> {
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scope")
-            .field("running", &*lock(&self.state.running))
+            .field("running", &self.state.running.load(SeqCst))
             .finish()
     }
 }
@@ -30,25 +31,27 @@ impl std::fmt::Debug for Scope<'_, '_> {
 #[derive(Default)]
 struct ScopeState {
     /// Tasks spawned in the scope that have not finished.
-    running: Mutex<usize>,
-    all_done: Condvar,
+    running: AtomicUsize,
+    all_done: EventCount,
     /// Tasks that panicked and whose panic no `join` has returned.
     unjoined_panics: AtomicUsize,
 }
 
 impl ScopeState {
     fn task_done(&self) {
-        let mut n = lock(&self.running);
-        *n -= 1;
-        if *n == 0 {
+        if self.running.fetch_sub(1, SeqCst) == 1 {
             self.all_done.notify_all();
         }
     }
 
     fn wait_all(&self) {
-        let mut n = lock(&self.running);
-        while *n > 0 {
-            n = self.all_done.wait(n).unwrap_or_else(|e| e.into_inner());
+        loop {
+            let ticket = self.all_done.prepare();
+            if self.running.load(SeqCst) == 0 {
+                self.all_done.cancel();
+                return;
+            }
+            self.all_done.wait(ticket, None);
         }
     }
 }
@@ -109,7 +112,7 @@ impl<'scope> Scope<'scope, '_> {
         let inner = Arc::new(JoinInner::new());
         let mine = inner.clone();
         let state = self.state.clone();
-        *lock(&self.state.running) += 1;
+        self.state.running.fetch_add(1, SeqCst);
         let job: Box<dyn FnOnce() + Send + 'scope> = Box::new(move || {
             let r = panic::catch_unwind(AssertUnwindSafe(f)).map_err(JoinError::panic);
             if r.is_err() {

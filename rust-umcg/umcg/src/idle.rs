@@ -195,9 +195,11 @@ mod tests {
 }
 
 /// A model check of the list with loom (`RUSTFLAGS="--cfg loom" cargo test -p umcg --lib
-/// loom`): two pushers, as the kernel pushes, and a consumer that takes the list while they
-/// push and once more after they are done, in every interleaving up to the preemption bound:
-/// each node is taken exactly once, oldest push first within a take, and re-pointed at the
+/// loom`), in every interleaving up to the preemption bound: one pusher pushes two nodes in
+/// turn and another a third one, as the kernel pushes, while a consumer takes the list; the
+/// consumer pushes again a node that it took (its worker woke once more), and takes what is
+/// left once the pushers are done. Every push is taken exactly once, the first pusher's two
+/// nodes oldest first when one take gets both, and every taken node is re-pointed at the
 /// head.
 #[cfg(all(test, loom))]
 mod loom_tests {
@@ -205,34 +207,58 @@ mod loom_tests {
     use loom::sync::Arc;
 
     #[test]
-    fn loom_idle_list_loses_nothing_and_takes_each_node_once() {
+    fn loom_idle_list_loses_nothing_and_takes_each_push_once() {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(|| {
             let head = Arc::new(AtomicU64::new(0));
-            let nodes = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-            let pushers: Vec<_> = (0..2)
-                .map(|i| {
-                    let (head, nodes) = (head.clone(), nodes.clone());
-                    loom::thread::spawn(move || {
-                        // SAFETY: the nodes outlive the list; each is pushed once.
-                        unsafe { simulate_kernel_push(&head, &nodes[i], || {}) }
-                    })
-                })
-                .collect();
-            let mut seen = Vec::new();
-            // SAFETY: the nodes outlive the list.
-            unsafe { take_each(&head, |n| seen.push(n)) };
-            for p in pushers {
-                p.join().unwrap();
-            }
-            // SAFETY: as above.
-            unsafe { take_each(&head, |n| seen.push(n)) };
+            let nodes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+            let push = |head: &AtomicU64, node: &AtomicU64| {
+                // SAFETY: the nodes outlive the list; a node is pushed again only after it
+                // was taken.
+                unsafe { simulate_kernel_push(head, node, || {}) }
+            };
+            let (h, n) = (head.clone(), nodes.clone());
+            let first = loom::thread::spawn(move || {
+                push(&h, &n[0]);
+                push(&h, &n[1]);
+            });
+            let (h, n) = (head.clone(), nodes.clone());
+            let second = loom::thread::spawn(move || push(&h, &n[2]));
+
             let addr = |i: usize| &nodes[i] as *const AtomicU64 as u64;
-            seen.sort_unstable();
-            let mut want = vec![addr(0), addr(1)];
-            want.sort_unstable();
-            assert_eq!(seen, want, "each node taken exactly once");
+            let index = |a: u64| (0..3).find(|&i| addr(i) == a).expect("a known node");
+            let mut takes: Vec<Vec<usize>> = Vec::new();
+            let mut took = Vec::new();
+            // SAFETY: the nodes outlive the list.
+            unsafe { take_each(&head, |a| took.push(index(a))) };
+            let again = took.contains(&2);
+            takes.push(took);
+            if again {
+                push(&head, &nodes[2]);
+            }
+            first.join().unwrap();
+            second.join().unwrap();
+            let mut took = Vec::new();
+            // SAFETY: as above.
+            unsafe { take_each(&head, |a| took.push(index(a))) };
+            takes.push(took);
+
+            let mut count = [0usize; 3];
+            for take in &takes {
+                for &i in take {
+                    count[i] += 1;
+                }
+                let pos = |i| take.iter().position(|&x| x == i);
+                if let (Some(a), Some(b)) = (pos(0), pos(1)) {
+                    assert!(a < b, "oldest push first: {take:?}");
+                }
+            }
+            assert_eq!(
+                count,
+                [1, 1, 1 + usize::from(again)],
+                "each push taken once"
+            );
             let home = &*head as *const AtomicU64 as u64;
             for n in nodes.iter() {
                 assert_eq!(n.load(SeqCst), home, "re-pointed at the head");

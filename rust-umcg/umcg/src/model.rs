@@ -49,6 +49,9 @@ const SLOTS: usize = 1 << 16;
 const GONE: u32 = u32::MAX;
 /// A table entry being filled in.
 const CLAIMED: u32 = u32::MAX - 1;
+/// A table entry whose task unregisters: lookups skip it, and it is not reused until the
+/// lookups that found it before are done.
+const DYING: u32 = u32::MAX - 2;
 
 /// The registered tasks, by TID: the kernel's `task_struct`s, as far as UMCG is concerned.
 struct Entry {
@@ -76,6 +79,8 @@ static TABLE: [Entry; SLOTS] = [FREE; SLOTS];
 /// A registered task, looked up by TID; its registration lasts at least as long.
 struct Task {
     entry: &'static Entry,
+    ut: Ut,
+    worker: bool,
 }
 
 impl Drop for Task {
@@ -86,7 +91,7 @@ impl Drop for Task {
 
 impl Task {
     fn lookup(tid: u32) -> Option<Task> {
-        if tid == 0 || tid >= CLAIMED {
+        if tid == 0 || tid >= DYING {
             return None;
         }
         for i in 0..SLOTS {
@@ -95,9 +100,14 @@ impl Task {
                 0 => return None,
                 t if t == tid => {
                     entry.users.fetch_add(1, SeqCst);
-                    // Unregistered meanwhile? It waits for `users` only after it changed `tid`.
+                    // Unregistered meanwhile? It waits for `users` only after it changed `tid`,
+                    // and the entry is not reused before: what it holds now is this task's.
                     if entry.tid.load(SeqCst) == tid {
-                        return Some(Task { entry });
+                        return Some(Task {
+                            entry,
+                            ut: Ut(entry.task.load(SeqCst)),
+                            worker: entry.worker.load(SeqCst),
+                        });
                     }
                     entry.users.fetch_sub(1, SeqCst);
                 }
@@ -108,11 +118,16 @@ impl Task {
     }
 
     fn ut(&self) -> Ut {
-        Ut(self.entry.task.load(SeqCst))
+        self.ut
     }
 
     fn is_worker(&self) -> bool {
-        self.entry.worker.load(SeqCst)
+        self.worker
+    }
+
+    /// The task, if it is a server (the kernel's `server_of()`, which refuses workers).
+    fn server(tid: u32) -> Option<Task> {
+        Self::lookup(tid).filter(|t| !t.is_worker())
     }
 
     /// Wakes the task if it sleeps in the model.
@@ -146,10 +161,11 @@ fn remove(tid: u32) {
         match entry.tid.load(SeqCst) {
             0 => return,
             t if t == tid => {
-                entry.tid.store(GONE, SeqCst);
+                entry.tid.store(DYING, SeqCst);
                 while entry.users.load(SeqCst) != 0 {
                     std::thread::yield_now();
                 }
+                entry.tid.store(GONE, SeqCst);
                 return;
             }
             _ => {}
@@ -258,6 +274,9 @@ extern "C" fn thread_exits(task: *mut libc::c_void) {
     if registered == 0 || registered != task as usize {
         return;
     }
+    // The kernel delivers no signal while a task exits.
+    let _k = InKernel::enter();
+    let _blocked = SignalsBlocked::new();
     if ME.with(|me| me.worker.get()) {
         worker_leaves(Ut(registered));
     }
@@ -426,7 +445,9 @@ pub(crate) fn ctl(flags: u32, task: *mut umcg_task) -> Result<(), i32> {
     // SAFETY: the key exists; the value is only compared with the registration at exit.
     unsafe { libc::pthread_setspecific(at_exit_key(), addr as *const libc::c_void) };
     if worker {
-        // A new worker is BLOCKED: on its way out it is queued, and returns once run.
+        // A new worker is BLOCKED: on its way out it is queued, and returns once run (its
+        // signals wait until then).
+        let _blocked = SignalsBlocked::new();
         wake_detection(ut);
     }
     Ok(())
@@ -506,11 +527,29 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
     let _k = InKernel::enter();
     block_detection(ut);
     let r = f();
+    // What `f` left in errno is the caller's to read.
+    let errno = Errno::save();
     {
         let _blocked = SignalsBlocked::new();
         wake_detection(ut);
     }
+    errno.restore();
     r
+}
+
+/// The calling thread's `errno`, saved around the model's own system calls.
+struct Errno(i32);
+
+impl Errno {
+    fn save() -> Self {
+        // SAFETY: errno is thread-local and always valid to read.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+
+    fn restore(self) {
+        // SAFETY: as above, and to write.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
 }
 
 /// Block detection: the calling worker is about to sleep.
@@ -529,7 +568,7 @@ fn block_detection(ut: Ut) {
     }
     let tid = ut.next_tid();
     if tid != 0 && tid == pinned {
-        if let Some(server) = Task::lookup(tid) {
+        if let Some(server) = Task::server(tid) {
             if server.ut().transition(UMCG_TASK_IDLE, UMCG_TASK_RUNNING) {
                 server.wake();
             }
@@ -561,7 +600,7 @@ fn take_idle_server(ut: Ut) -> Option<Task> {
     // SAFETY: as for the list head in `push_idle()`.
     let slot = unsafe { &*(slot as usize as *const AtomicU32) };
     let tid = slot.swap(0, SeqCst);
-    let server = Task::lookup(tid).filter(|s| !s.is_worker())?;
+    let server = Task::server(tid)?;
     server
         .ut()
         .transition(UMCG_TASK_IDLE, UMCG_TASK_RUNNING)
@@ -582,7 +621,9 @@ fn wake_detection(ut: Ut) {
                 }
                 let tid = ut.next_tid();
                 if tid != 0 {
-                    ME.with(|me| me.pinned.set(tid));
+                    // The kernel pins a server only: block detection wakes nobody else.
+                    let server = Task::server(tid).map_or(0, |_| tid);
+                    ME.with(|me| me.pinned.set(server));
                     return;
                 }
                 // RUNNING without a server (woken with UMCG_WAIT_WAKE_ONLY): queue it.
@@ -615,7 +656,7 @@ fn wake_detection(ut: Ut) {
             if tid == 0 {
                 kill("a preempted worker has no server");
             }
-            match Task::lookup(tid).filter(|s| !s.is_worker()) {
+            match Task::server(tid) {
                 Some(server) if server.ut().transition(UMCG_TASK_IDLE, UMCG_TASK_RUNNING) => {
                     Some(server)
                 }
@@ -645,15 +686,13 @@ pub(crate) fn signal_delivered() {
     if task == 0 || !worker || in_kernel {
         return;
     }
-    // SAFETY: errno is thread-local; saved and restored around the model's system calls.
-    let errno = unsafe { *libc::__errno_location() };
+    let errno = Errno::save();
     {
         let _k = InKernel::enter();
         let _blocked = SignalsBlocked::new();
         wake_detection(Ut(task));
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
+    errno.restore();
 }
 
 /// A worker exits registered: mark it NONE and make its server, if IDLE, RUNNING.
@@ -669,7 +708,7 @@ fn worker_leaves(ut: Ut) {
     let _ = ut.state().fetch_update(SeqCst, SeqCst, |s| {
         Some((s & UMCG_USER_MASK) | UMCG_TASK_NONE)
     });
-    if let Some(server) = Task::lookup(tid).filter(|s| !s.is_worker()) {
+    if let Some(server) = Task::server(tid) {
         if server.ut().transition(UMCG_TASK_IDLE, UMCG_TASK_RUNNING) {
             server.wake();
         }

@@ -146,21 +146,28 @@ fn shutdown_waits_for_blocked_tasks() -> Result<(), String> {
 }
 
 /// Tasks spawn tasks and join them (a join blocks the task, not its server).
+/// Tasks that spawn tasks and join them, on two servers, and on one without time slices: a
+/// task that waits in `join()` blocks, and the server runs the task it waits for.
 fn nested_spawn_and_join() -> Result<(), String> {
-    let rt = Builder::new().servers(2).build().ctx("build")?;
-    let h = rt.handle();
-    let top = rt.spawn(move || {
-        let kids: Vec<_> = (0..20u64)
-            .map(|i| {
-                let h2 = h.clone();
-                h.spawn(move || h2.spawn(move || i + 1).join().unwrap_or(0))
-            })
-            .collect();
-        kids.into_iter().map(|k| k.join().unwrap_or(0)).sum::<u64>()
-    });
-    let v = top.join().map_err(|_| "panicked")?;
-    check!(v == (1..=20).sum::<u64>(), "sum {v}");
-    rt.shutdown();
+    for b in [
+        Builder::new().servers(2),
+        Builder::new().servers(1).no_preemption(),
+    ] {
+        let rt = b.build().ctx("build")?;
+        let h = rt.handle();
+        let top = rt.spawn(move || {
+            let kids: Vec<_> = (0..20u64)
+                .map(|i| {
+                    let h2 = h.clone();
+                    h.spawn(move || h2.spawn(move || i + 1).join().unwrap_or(0))
+                })
+                .collect();
+            kids.into_iter().map(|k| k.join().unwrap_or(0)).sum::<u64>()
+        });
+        let v = bounded(20, "nested joins", move || top.join())?.map_err(|_| "panicked")?;
+        check!(v == (1..=20).sum::<u64>(), "sum {v}");
+        bounded(20, "shutdown", move || rt.shutdown())?;
+    }
     Ok(())
 }
 
