@@ -42,6 +42,9 @@
 //!   server: the promise above then holds only for tasks that block or yield while they wait.
 //! - [`Runtime::shutdown`] (and dropping the runtime) waits for every task, including those
 //!   still blocked, then stops every thread.
+//! - An idle runtime wakes no thread: its servers, the waker, the keeper and the time-slice
+//!   timer sleep until there is work (the keeper wakes once per keep-alive while free worker
+//!   threads wait to retire).
 //!
 //! # What tasks see
 //!
@@ -58,6 +61,15 @@
 //!   RUNNING -> RUNNING|PREEMPTED compare-and-exchange on a task that ran longer than its slice.
 //!
 //! A panic in a task is caught and returned by [`JoinHandle::join`].
+//!
+//! # Testing without a UMCG kernel
+//!
+//! Built with `RUSTFLAGS="--cfg umcg_model"`, the `umcg` crate runs against a model of the
+//! kernel's half of the protocol in user space, and so does this runtime, on any Linux host.
+//! The model sees a task block only where it is told (`umcg::model::blocking`) and in the
+//! runtime's own waits ([`JoinHandle::join`], [`Runtime::scope`], shutdown); a task that
+//! blocks anywhere else keeps its server there, as a task that spins would. The guest test
+//! binaries (`umcg-guest-tests`) run that way in `make rust-check`.
 
 mod policy;
 mod scope;
@@ -235,6 +247,9 @@ struct Shared {
     queued: AtomicUsize,
     /// Workers on a server right now.
     on_server: AtomicUsize,
+    /// The time-slice timer sleeps here while no worker is on a server; the first worker to
+    /// get one (and the end of the runtime) wakes it.
+    slices: EventCount,
     /// Worker threads that could not be started.
     start_failures: AtomicU64,
     threads_started: AtomicU64,
@@ -377,8 +392,9 @@ impl Shared {
                     self.leave_parking();
                     return next;
                 }
-                // The timeout only guards against a wake-up lost to a bug.
-                let r = self.group.park(server, Some(Duration::from_millis(100)));
+                // No timeout: the kernel wakes it for a woken worker, the waker for any other
+                // work (an idle runtime wakes no thread).
+                let r = self.group.park(server, None);
                 self.leave_parking();
                 if let Err(e) = r {
                     fatal("server", &e);
@@ -445,6 +461,7 @@ impl Shared {
             self.finished.store(true, SeqCst);
             self.wake_servers(true);
             self.keeper.notify_all();
+            self.slices.notify_all();
             return Some(None);
         }
         None
@@ -494,7 +511,9 @@ impl Shared {
                 since: Instant::now(),
             });
         }
-        self.on_server.fetch_add(1, SeqCst);
+        if self.on_server.fetch_add(1, SeqCst) == 0 && self.preemption.is_some() {
+            self.slices.notify_one();
+        }
         let ev = server.run(&self.group, r);
         self.on_server.fetch_sub(1, SeqCst);
         if self.preemption.is_some() {
@@ -668,8 +687,8 @@ fn waker_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
             shared.bell.cancel();
             break;
         }
-        // The timeout only matters when no server is left to ring (a build() that failed).
-        shared.bell.wait(ticket, Some(Duration::from_millis(100)));
+        // The last server out rings (or shutdown, when no server started).
+        shared.bell.wait(ticket, None);
     }
 }
 
@@ -699,6 +718,13 @@ fn wake_parker(shared: &Shared, server: &Server) {
 fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
     let tick = (slice / 2).max(Duration::from_millis(1));
     while !shared.finished.load(SeqCst) {
+        // No worker on a server: nothing to time; sleep until one gets a server.
+        let ticket = shared.slices.prepare();
+        if shared.on_server.load(SeqCst) == 0 && !shared.finished.load(SeqCst) {
+            shared.slices.wait(ticket, None);
+            continue;
+        }
+        shared.slices.cancel();
         thread::sleep(tick);
         let now = Instant::now();
         for r in &shared.running {
@@ -1025,6 +1051,7 @@ impl Builder {
             free_workers: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             on_server: AtomicUsize::new(0),
+            slices: EventCount::default(),
             start_failures: AtomicU64::new(0),
             threads_started: AtomicU64::new(0),
             servers: self.servers,

@@ -1233,6 +1233,63 @@ fn idle_servers_take_over_parking() -> Result<(), String> {
     Ok(())
 }
 
+/// The context switches of each thread of this process but the caller, by TID and name.
+fn switches_by_thread() -> Vec<(u32, String, u64)> {
+    let me = umcg::sys::gettid();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        if tid == me {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or(String::new(), |v| v.trim().to_string())
+        };
+        let n = |name: &str| field(name).parse::<u64>().unwrap_or(0);
+        let switches = n("voluntary_ctxt_switches:") + n("nonvoluntary_ctxt_switches:");
+        out.push((tid, field("Name:"), switches));
+    }
+    out
+}
+
+/// An idle runtime wakes no thread: once its tasks are done, with time slices on (the
+/// default), its servers, waker, keeper and timer sleep until there is work, and a free worker
+/// thread sleeps until its keep-alive runs out.
+fn idle_runtime_sleeps() -> Result<(), String> {
+    let rt = Builder::new().servers(2).build().ctx("build")?;
+    let hs: Vec<_> = (0..8u32).map(|i| rt.spawn(move || i)).collect();
+    for h in hs {
+        check!(h.join().is_ok(), "task");
+    }
+    // Let everything settle.
+    umcg_guest_tests::sleep(Duration::from_millis(200));
+    let before = switches_by_thread();
+    umcg_guest_tests::sleep(Duration::from_secs(1));
+    let after = switches_by_thread();
+    let woke: Vec<String> = after
+        .iter()
+        .filter_map(|(tid, name, n)| {
+            let was = before.iter().find(|b| b.0 == *tid).map_or(0, |b| b.2);
+            (*n > was).then(|| format!("{name} ({tid}): {}", n - was))
+        })
+        .collect();
+    println!("idle for 1 s: {} threads, woken: {woke:?}", after.len());
+    check!(woke.is_empty(), "an idle runtime woke threads: {woke:?}");
+    rt.shutdown();
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -1284,6 +1341,7 @@ fn main() {
             ("join_with_timeout", join_with_timeout),
             ("scoped_tasks", scoped_tasks),
             ("named_tasks", named_tasks),
+            ("idle_runtime_sleeps", idle_runtime_sleeps),
         ],
         Duration::from_secs(120),
     )
