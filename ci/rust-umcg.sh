@@ -5,7 +5,8 @@
 #          cargo fmt --check, clippy -D warnings, cargo test, the loom model
 #          checks (--cfg loom), the guest tests against the host model of the
 #          kernel (--cfg umcg_model, with a stress loop of the protocol tests for
-#          UMCG_MODEL_STRESS_SECS, default 30), cargo doc; writes
+#          UMCG_MODEL_STRESS_SECS, default 30) and the doc examples against it,
+#          cargo doc; writes
 #          "passed failed skipped" of the host tests to LOGDIR/rust-total.txt.
 #        ci/rust-umcg.sh bench OUT
 #          builds umcg-runtime-bench static (for make bench) at OUT.
@@ -52,11 +53,16 @@ check)
 	# protocol: the library's and the runtime's logic without a UMCG kernel.
 	step "rust-umcg: guest tests against the host model of the kernel"
 	mlog=$logdir/rust-model.ktap
-	model() { RUSTFLAGS="--cfg umcg_model" CARGO_TARGET_DIR="$ws/target/model" "$@"; }
+	model() {
+		RUSTFLAGS="--cfg umcg_model" RUSTDOCFLAGS="--cfg umcg_model" \
+			CARGO_TARGET_DIR="$ws/target/model" "$@"
+	}
 	if cargo clippy --version > /dev/null 2>&1; then
 		model cargo clippy --quiet -p umcg -p umcg-guest-tests --all-targets -- -D warnings
 	fi
 	model cargo build --quiet -p umcg-guest-tests
+	# The doc examples, which return at once on a host without UMCG, run for real here.
+	model cargo test --quiet --doc -p umcg -p umcg-runtime >> "$log" 2>&1 || rc=$?
 	: > "$mlog"
 	for t in "umcg-protocol-tests" "umcg-runtime-tests" \
 		"umcg-protocol-tests --stress ${UMCG_MODEL_STRESS_SECS:-30}"; do

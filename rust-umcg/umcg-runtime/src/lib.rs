@@ -347,13 +347,18 @@ impl Shared {
     /// Wakes a server with nothing to run (all of them with `all`), for work that did not come
     /// from the kernel: new tasks, free workers, shutdown. Idle servers sleep on `work`, but
     /// for the parked one, which only the kernel or the waker can wake.
+    ///
+    /// A server that takes a ticket in `next()` counts as a waiter before it sleeps, and may
+    /// find other work and never sleep: so only a sleeper actually woken spares the parked
+    /// server its bell.
     fn wake_servers(&self, all: bool) {
-        if all {
+        let woke = if all {
             self.work.notify_all();
+            false
         } else {
-            self.work.notify_one();
-        }
-        if self.parker.load(SeqCst) != 0 && (all || !self.work.has_waiters()) {
+            self.work.notify_one()
+        };
+        if self.parker.load(SeqCst) != 0 && (all || !woke) {
             self.rung.store(true, SeqCst);
             self.bell.notify_one();
         }
@@ -885,7 +890,8 @@ fn start_worker(
 
 /// Configures and starts a [`Runtime`].
 ///
-/// ```no_run
+/// ```
+/// # if !umcg::is_supported() { return Ok(()); }
 /// use std::time::Duration;
 /// use umcg_runtime::{Builder, Lifo};
 ///
@@ -1199,7 +1205,8 @@ impl Handle {
     /// bytes, what `ps -L`, `top -H` and `/proc/self/task/TID/comm` show) while it runs the
     /// task. The thread's `std::thread::Thread::name()` stays `umcg-worker`.
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let h = rt.handle().spawn_named("fetcher", || umcg_runtime::current_task_name());
     /// assert_eq!(h.join().unwrap().as_deref(), Some("fetcher"));
@@ -1216,7 +1223,8 @@ impl Handle {
 
     /// The runtime of the task that calls it, if the caller is a task.
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let t = rt.spawn(|| {
     ///     let me = umcg_runtime::Handle::try_current().expect("in a task");
@@ -1261,7 +1269,8 @@ where
 impl Runtime {
     /// A runtime with the default settings ([`Builder::new`]).
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let answer = rt.spawn(|| 6 * 7);
     /// assert_eq!(answer.join().unwrap(), 42);
@@ -1333,7 +1342,8 @@ impl Runtime {
 
     /// Runs `f` as a new task. It may block in any system call: only the task waits.
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Builder::new().servers(2).build()?;
     /// let sleepers: Vec<_> = (0..100)
     ///     .map(|_| rt.spawn(|| std::thread::sleep(std::time::Duration::from_millis(100))))
@@ -1620,7 +1630,8 @@ impl<T> JoinHandle<T> {
     /// Waits for the task; an error says that it panicked (with the payload of its panic) or
     /// never ran (spawned after the runtime shut down).
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let bad = rt.spawn(|| -> u32 { panic!("oops") });
     /// assert!(bad.join().unwrap_err().is_panic());
@@ -1636,7 +1647,8 @@ impl<T> JoinHandle<T> {
     ///
     /// A task cannot be cancelled once it started: on a timeout it goes on running.
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// use std::time::Duration;
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let slow = rt.spawn(|| std::thread::sleep(Duration::from_secs(1)));

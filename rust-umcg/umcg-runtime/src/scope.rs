@@ -157,7 +157,8 @@ impl Handle {
     /// If `f` panics, after all the tasks finished, with its panic; otherwise if a task
     /// panicked and no [`ScopedJoinHandle::join`] returned that panic.
     ///
-    /// ```no_run
+    /// ```
+    /// # if !umcg::is_supported() { return Ok(()); }
     /// let rt = umcg_runtime::Runtime::new()?;
     /// let mut counts = [0u32; 4];
     /// let words = ["one", "two", "three", "four"];

@@ -213,20 +213,23 @@ impl EventCount {
         self.waiters.fetch_sub(1, SeqCst);
     }
 
-    fn wake(&self, n: i32) {
+    /// Wakes up to `n` sleepers; returns how many slept and were woken (a waiter that has
+    /// not gone to sleep yet sees the notification when it does, but is not counted).
+    fn wake(&self, n: i32) -> usize {
         self.seq.fetch_add(1, SeqCst);
         if self.waiters.load(SeqCst) == 0 {
-            return;
+            return 0;
         }
-        umcg::sys::futex_wake(&self.seq, n);
+        umcg::sys::futex_wake(&self.seq, n)
     }
 
-    pub(crate) fn notify_one(&self) {
-        self.wake(1)
+    /// Wakes one sleeper; returns whether there was one.
+    pub(crate) fn notify_one(&self) -> bool {
+        self.wake(1) != 0
     }
 
     pub(crate) fn notify_all(&self) {
-        self.wake(i32::MAX)
+        self.wake(i32::MAX);
     }
 }
 

@@ -1290,6 +1290,57 @@ fn idle_runtime_sleeps() -> Result<(), String> {
     Ok(())
 }
 
+/// A task spawned while one server is busy and the other is parked as the group's idle
+/// server runs at once on the parked one, without time slices to rescue it: the busy server
+/// may be passing through its scheduling step just then (so it looks like a waiter for work)
+/// and then run something else, and the parked one must be woken all the same.
+fn new_task_wakes_the_parked_server() -> Result<(), String> {
+    let rt = Builder::new()
+        .servers(2)
+        .no_preemption()
+        .keep_alive(Duration::from_secs(1000))
+        .build()
+        .ctx("build")?;
+    // Free worker threads, so that new tasks need no thread start.
+    let hs: Vec<_> = (0..4).map(|_| rt.spawn(|| ())).collect();
+    for h in hs {
+        check!(h.join().is_ok(), "warm-up");
+    }
+    umcg_guest_tests::sleep(Duration::from_millis(50));
+    for round in 0..500 {
+        let spawned = Arc::new(AtomicBool::new(false));
+        let ran = Arc::new(AtomicBool::new(false));
+        let (s, r) = (spawned.clone(), ran.clone());
+        // Keeps one server busy: yields (its server passes through its scheduling step
+        // again and again) until the second task is spawned, then spins until it ran.
+        let busy = rt.spawn(move || {
+            while !s.load(SeqCst) {
+                umcg_runtime::yield_now();
+            }
+            let start = Instant::now();
+            while !r.load(SeqCst) {
+                if start.elapsed() > Duration::from_secs(3) {
+                    return false;
+                }
+                std::hint::spin_loop();
+            }
+            true
+        });
+        umcg_guest_tests::sleep(Duration::from_millis(2));
+        let r = ran.clone();
+        let second = rt.spawn(move || r.store(true, SeqCst));
+        spawned.store(true, SeqCst);
+        let ok = busy.join().map_err(|_| "busy task panicked")?;
+        check!(second.join().is_ok(), "second task");
+        check!(
+            ok,
+            "round {round}: a new task waited 3 s while a server was parked"
+        );
+    }
+    bounded(20, "shutdown", move || rt.shutdown())?;
+    Ok(())
+}
+
 fn main() {
     umcg_guest_tests::main(
         "umcg-runtime",
@@ -1342,6 +1393,10 @@ fn main() {
             ("scoped_tasks", scoped_tasks),
             ("named_tasks", named_tasks),
             ("idle_runtime_sleeps", idle_runtime_sleeps),
+            (
+                "new_task_wakes_the_parked_server",
+                new_task_wakes_the_parked_server,
+            ),
         ],
         Duration::from_secs(120),
     )
