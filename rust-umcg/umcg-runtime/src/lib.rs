@@ -43,8 +43,8 @@
 //! - [`Runtime::shutdown`] (and dropping the runtime) waits for every task, including those
 //!   still blocked, then stops every thread.
 //! - An idle runtime wakes no thread: its servers, the waker, the keeper and the time-slice
-//!   timer sleep until there is work (the keeper wakes once per keep-alive while free worker
-//!   threads wait to retire).
+//!   timer (once no task ran for 100 ms) sleep until there is work (the keeper wakes once per
+//!   keep-alive while free worker threads wait to retire).
 //!
 //! # What tasks see
 //!
@@ -247,8 +247,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Workers on a server right now.
     on_server: AtomicUsize,
-    /// The time-slice timer sleeps here while no worker is on a server; the first worker to
-    /// get one (and the end of the runtime) wakes it.
+    /// The time-slice timer sleeps here once no worker was on a server for [`TIMER_IDLE`];
+    /// the first worker to get one (and the end of the runtime) wakes it.
     slices: EventCount,
     /// Worker threads that could not be started.
     start_failures: AtomicU64,
@@ -720,16 +720,27 @@ fn wake_parker(shared: &Shared, server: &Server) {
     }
 }
 
+/// How long the time-slice timer goes on ticking with no worker on a server before it sleeps
+/// until one gets a server: a runtime whose tasks block often is idle for moments, and waking
+/// the timer each time would cost a context switch.
+const TIMER_IDLE: Duration = Duration::from_millis(100);
+
 fn preemptor_main(shared: Arc<Shared>, slice: Duration, signal: libc::c_int) {
     let tick = (slice / 2).max(Duration::from_millis(1));
+    let mut idle_since: Option<Instant> = None;
     while !shared.finished.load(SeqCst) {
-        // No worker on a server: nothing to time; sleep until one gets a server.
-        let ticket = shared.slices.prepare();
-        if shared.on_server.load(SeqCst) == 0 && !shared.finished.load(SeqCst) {
-            shared.slices.wait(ticket, None);
-            continue;
+        if shared.on_server.load(SeqCst) != 0 {
+            idle_since = None;
+        } else if idle_since.get_or_insert_with(Instant::now).elapsed() >= TIMER_IDLE {
+            // Nothing to time for a while: sleep until a worker gets a server.
+            let ticket = shared.slices.prepare();
+            if shared.on_server.load(SeqCst) == 0 && !shared.finished.load(SeqCst) {
+                shared.slices.wait(ticket, None);
+                idle_since = None;
+                continue;
+            }
+            shared.slices.cancel();
         }
-        shared.slices.cancel();
         thread::sleep(tick);
         let now = Instant::now();
         for r in &shared.running {
