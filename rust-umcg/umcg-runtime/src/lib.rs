@@ -71,6 +71,7 @@
 //! blocks anywhere else keeps its server there, as a task that spins would. The guest test
 //! binaries (`umcg-guest-tests`) run that way in `make rust-check`.
 
+mod doorbell;
 mod policy;
 mod scope;
 mod sync;
@@ -78,6 +79,7 @@ mod sync;
 pub use policy::{Fifo, Lifo, Policy};
 pub use scope::{Scope, ScopedJoinHandle};
 
+use doorbell::Doorbell;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -223,8 +225,8 @@ struct Shared {
     sched: Mutex<Sched>,
     /// New tasks, from any thread.
     injector: Injector,
-    /// Servers with nothing to run sleep here.
-    work: EventCount,
+    /// Servers with nothing to run, parked or asleep, and how work reaches them.
+    doorbell: Doorbell,
     /// `shutdown()` sleeps here until the last task finishes.
     done: EventCount,
     /// The keeper sleeps here.
@@ -259,12 +261,6 @@ struct Shared {
     keep_alive: Duration,
     /// Each server's handle, for the waker.
     server_refs: Vec<OnceLock<ServerRef>>,
-    /// The server (index + 1) that sleeps as the group's idle server, 0 if none: the kernel
-    /// wakes it when it queues a worker, and the waker when new work comes from elsewhere.
-    parker: AtomicUsize,
-    /// The waker's doorbell, and whether it was rung.
-    bell: EventCount,
-    rung: AtomicBool,
     /// The worker each server runs and since when, for time slices.
     running: Vec<Mutex<Option<Running>>>,
     preemption: Option<(Duration, libc::c_int)>,
@@ -345,69 +341,28 @@ impl Shared {
     }
 
     /// Wakes a server with nothing to run (all of them with `all`), for work that did not come
-    /// from the kernel: new tasks, free workers, shutdown. Idle servers sleep on `work`, but
-    /// for the parked one, which only the kernel or the waker can wake.
-    ///
-    /// A server that takes a ticket in `next()` counts as a waiter before it sleeps, and may
-    /// find other work and never sleep: so only a sleeper actually woken spares the parked
-    /// server its bell.
+    /// from the kernel: new tasks, free workers, shutdown (see [`Doorbell`]).
     fn wake_servers(&self, all: bool) {
-        let woke = if all {
-            self.work.notify_all();
-            false
-        } else {
-            self.work.notify_one()
-        };
-        if self.parker.load(SeqCst) != 0 && (all || !woke) {
-            self.rung.store(true, SeqCst);
-            self.bell.notify_one();
-        }
-    }
-
-    /// Gives up being the parked server: another idle server, if any, takes over (the kernel
-    /// wakes nobody while no server is parked).
-    fn leave_parking(&self) {
-        self.parker.store(0, SeqCst);
-        if self.work.has_waiters() {
-            self.work.notify_one();
-        }
+        self.doorbell.wake_servers(all);
     }
 
     /// The worker a server runs next; `None` once the runtime has shut down.
     ///
     /// With nothing to run, the first idle server parks as the group's idle server, so that
-    /// the kernel hands it the workers that wake up directly; the other idle servers sleep on
-    /// `work`, and the parked one, once woken, wakes one of them to take its place.
+    /// the kernel hands it the workers that wake up directly; the other idle servers sleep,
+    /// and the parked one, once woken, wakes one of them to take its place.
     fn next(&self, server: &Server, idx: usize) -> Option<Runnable<Slot>> {
-        loop {
-            let ticket = self.work.prepare();
-            if let Some(next) = self.pick() {
-                self.work.cancel();
-                return next;
-            }
-            if self
-                .parker
-                .compare_exchange(0, idx + 1, SeqCst, SeqCst)
-                .is_ok()
-            {
-                self.work.cancel();
-                // Work that came before this server was the parker has woken nobody: look
-                // again now that spawners see it.
-                if let Some(next) = self.pick() {
-                    self.leave_parking();
-                    return next;
-                }
+        self.doorbell.next(
+            idx,
+            || self.pick(),
+            || {
                 // No timeout: the kernel wakes it for a woken worker, the waker for any other
                 // work (an idle runtime wakes no thread).
-                let r = self.group.park(server, None);
-                self.leave_parking();
-                if let Err(e) = r {
+                if let Err(e) = self.group.park(server, None) {
                     fatal("server", &e);
                 }
-                continue;
-            }
-            self.work.wait(ticket, None);
-        }
+            },
+        )
     }
 
     /// How many more worker threads the waiting new tasks need.
@@ -663,8 +618,7 @@ fn server_main(shared: Arc<Shared>, idx: usize, ready: mpsc::Sender<io::Result<(
     }
     if shared.servers_left.fetch_sub(1, SeqCst) == 1 {
         // The last server out stops the waker.
-        shared.rung.store(true, SeqCst);
-        shared.bell.notify_one();
+        shared.doorbell.ring();
     }
 }
 
@@ -681,19 +635,10 @@ fn waker_main(shared: Arc<Shared>, ready: mpsc::Sender<io::Result<()>>) {
         }
     };
     let _ = ready.send(Ok(()));
-    loop {
-        let ticket = shared.bell.prepare();
-        if shared.rung.swap(false, SeqCst) {
-            shared.bell.cancel();
-            wake_parker(&shared, &server);
-            continue;
-        }
-        if shared.finished.load(SeqCst) && shared.servers_left.load(SeqCst) == 0 {
-            shared.bell.cancel();
-            break;
-        }
-        // The last server out rings (or shutdown, when no server started).
-        shared.bell.wait(ticket, None);
+    // The last server out rings once more (or shutdown, when no server started).
+    let done = || shared.finished.load(SeqCst) && shared.servers_left.load(SeqCst) == 0;
+    while shared.doorbell.wait_for_ring(done) {
+        wake_parker(&shared, &server);
     }
 }
 
@@ -704,8 +649,8 @@ fn wake_parker(shared: &Shared, server: &Server) {
     // without spinning.
     let mut tries = 0u32;
     loop {
-        let p = shared.parker.load(SeqCst);
-        let Some(target) = p.checked_sub(1).and_then(|i| shared.server_refs[i].get()) else {
+        let parker = shared.doorbell.parker();
+        let Some(target) = parker.and_then(|i| shared.server_refs[i].get()) else {
             return;
         };
         match server.wake(target) {
@@ -784,7 +729,7 @@ fn keeper_main(shared: Arc<Shared>) {
             // Otherwise every server is busy, and the task gets a thread after the grace
             // period (one per period: tasks that keep the servers busy, preempted or not, do
             // not make the keeper start a thread for every waiting task at once).
-            let server_idle = shared.work.has_waiters() || shared.parker.load(SeqCst) != 0;
+            let server_idle = shared.doorbell.server_idle();
             if backoff.is_zero() && (alive < warm || server_idle) || waited >= GRACE + backoff {
                 shared.keeper.cancel();
                 if start_worker(&shared, &mut threads) {
@@ -1054,7 +999,7 @@ impl Builder {
                 exited: Vec::with_capacity(64),
             }),
             injector: Injector::new(),
-            work: EventCount::default(),
+            doorbell: Doorbell::new(),
             done: EventCount::default(),
             keeper: EventCount::default(),
             keeper_poked: AtomicBool::new(false),
@@ -1076,9 +1021,6 @@ impl Builder {
             max_workers: self.max_workers,
             keep_alive: self.keep_alive,
             server_refs: (0..self.servers).map(|_| OnceLock::new()).collect(),
-            parker: AtomicUsize::new(0),
-            bell: EventCount::default(),
-            rung: AtomicBool::new(false),
             running: (0..self.servers).map(|_| Mutex::new(None)).collect(),
             preemption: time_slices,
             stack_size: self.stack_size,
@@ -1460,8 +1402,7 @@ impl Runtime {
             // No server started (a build() that failed): nobody else ends the runtime.
             s.close();
             s.finished.store(true, SeqCst);
-            s.rung.store(true, SeqCst);
-            s.bell.notify_one();
+            s.doorbell.ring();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -8,11 +8,11 @@
 
 use crate::Job;
 #[cfg(loom)]
-use loom::sync::atomic::AtomicPtr;
+use loom::sync::atomic::{AtomicPtr, AtomicU32};
 use std::ptr;
+use std::sync::atomic::Ordering::SeqCst;
 #[cfg(not(loom))]
-use std::sync::atomic::AtomicPtr;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicPtr, AtomicU32};
 
 /// A task that has not run yet. The spawner allocates it, servers only link it (through the
 /// [`Injector`] and a [`NewQueue`]) and hand it to a worker, and that worker frees it: no
@@ -129,6 +129,7 @@ impl NewQueue {
     }
 
     #[cfg(test)]
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -185,12 +186,26 @@ impl Drop for NewQueue {
     }
 }
 
+/// A load that takes part in a store-buffering handshake (each side stores, then loads what
+/// the other stored), which needs it sequentially consistent. loom models sequentially
+/// consistent loads as acquire loads only, so under loom an exchange that reads the latest
+/// value (and writes it back) stands in for it.
+pub(crate) fn handshake_load_u32(a: &AtomicU32) -> u32 {
+    #[cfg(loom)]
+    return a.fetch_add(0, SeqCst);
+    #[cfg(not(loom))]
+    a.load(SeqCst)
+}
+
 /// An event count on a futex: `prepare()` returns a ticket, `wait(ticket)` sleeps only if no
 /// `notify` happened since. Notifying takes no lock, so workers may do it.
 #[derive(Debug, Default)]
 pub(crate) struct EventCount {
     seq: AtomicU32,
     waiters: AtomicU32,
+    /// Under loom, a model of the futex's queue.
+    #[cfg(loom)]
+    futex: loom_futex::Futex,
 }
 
 impl EventCount {
@@ -201,7 +216,7 @@ impl EventCount {
 
     /// Whether a thread is between `prepare()` and the end of its `wait()` (or `cancel()`).
     pub(crate) fn has_waiters(&self) -> bool {
-        self.waiters.load(SeqCst) != 0
+        handshake_load_u32(&self.waiters) != 0
     }
 
     pub(crate) fn cancel(&self) {
@@ -209,7 +224,10 @@ impl EventCount {
     }
 
     pub(crate) fn wait(&self, ticket: u32, timeout: Option<std::time::Duration>) {
+        #[cfg(not(loom))]
         umcg::sys::futex_wait(&self.seq, ticket, timeout);
+        #[cfg(loom)]
+        self.futex.wait(&self.seq, ticket, timeout);
         self.waiters.fetch_sub(1, SeqCst);
     }
 
@@ -217,10 +235,13 @@ impl EventCount {
     /// not gone to sleep yet sees the notification when it does, but is not counted).
     fn wake(&self, n: i32) -> usize {
         self.seq.fetch_add(1, SeqCst);
-        if self.waiters.load(SeqCst) == 0 {
+        if handshake_load_u32(&self.waiters) == 0 {
             return 0;
         }
-        umcg::sys::futex_wake(&self.seq, n)
+        #[cfg(not(loom))]
+        return umcg::sys::futex_wake(&self.seq, n);
+        #[cfg(loom)]
+        self.futex.wake(n)
     }
 
     /// Wakes one sleeper; returns whether there was one.
@@ -233,7 +254,51 @@ impl EventCount {
     }
 }
 
-#[cfg(test)]
+/// A model of a futex for loom: a waiter sleeps only if the word still holds what it expects,
+/// and a wake dequeues up to `n` sleepers and says how many (as `FUTEX_WAKE` does).
+#[cfg(loom)]
+mod loom_futex {
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::{Condvar, Mutex};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Futex {
+        /// Sleepers, and wake-ups given and not yet taken by one.
+        queue: Mutex<(usize, usize)>,
+        cv: Condvar,
+    }
+
+    impl Futex {
+        /// The timeout is not modelled: a waiter sleeps until woken.
+        pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _: Option<std::time::Duration>) {
+            let mut q = self.queue.lock().unwrap();
+            // The kernel compares the word after a full barrier.
+            if word.fetch_add(0, SeqCst) != expected {
+                return;
+            }
+            q.0 += 1;
+            while q.1 == 0 {
+                q = self.cv.wait(q).unwrap();
+            }
+            q.1 -= 1;
+        }
+
+        pub(crate) fn wake(&self, n: i32) -> usize {
+            let mut q = self.queue.lock().unwrap();
+            let k = q.0.min(usize::try_from(n).unwrap_or(0));
+            q.0 -= k;
+            q.1 += k;
+            drop(q);
+            if k > 0 {
+                self.cv.notify_all();
+            }
+            k
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
