@@ -48,6 +48,10 @@ check)
 	# The loom model checks (bounded preemptions), in a target dir of their own.
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ws/target/loom" \
 		cargo test --quiet -p umcg -p umcg-runtime --lib loom >> "$log" 2>&1 || rc=$?
+	if cargo clippy --version > /dev/null 2>&1; then
+		RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ws/target/loom" \
+			cargo clippy --quiet -p umcg -p umcg-runtime --tests -- -D warnings
+	fi
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	# The guest tests, on this host, against the model of the kernel's half of the
 	# protocol: the library's and the runtime's logic without a UMCG kernel.

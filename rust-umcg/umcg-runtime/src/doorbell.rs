@@ -3,8 +3,8 @@
 //!
 //! A server with nothing to run either parks as the group's idle server (one at a time, the
 //! *parker*: the kernel wakes it when it queues a woken worker) or sleeps on the `work` event
-//! count. Work from elsewhere (a new task, a free worker, shutdown) wakes a sleeper, or, when
-//! no sleeper was actually woken, rings the *bell*: the waker thread, a UMCG server of its own,
+//! count. Work from elsewhere (a new task, a free worker) wakes a sleeper, or, when no
+//! sleeper was actually woken, rings the *bell* (shutdown wakes every sleeper and rings it): the waker thread, a UMCG server of its own,
 //! then makes the parker RUNNING (only a server can wake a server). A server that has taken a
 //! ticket of `work` but is still looking for work counts as a waiter without sleeping, and may
 //! find other work and never sleep: a wake-up that only reaches it would be lost, so it does
@@ -46,7 +46,7 @@ impl Doorbell {
         }
     }
 
-    /// The index of the parked server, if one is parked.
+    /// The index of the server that holds the parking (it may still be on its way to sleep).
     pub(crate) fn parker(&self) -> Option<usize> {
         // The waker retries until the parker sleeps or is gone: it must see it go.
         handshake_load_usize(&self.parker).checked_sub(1)
@@ -144,13 +144,14 @@ impl Doorbell {
 }
 
 /// A model check of the hand-over with loom (`RUSTFLAGS="--cfg loom" cargo test -p
-/// umcg-runtime --lib loom`): two servers look for work through [`Doorbell::next`], one of
-/// which has a piece of work of its own (a worker to resume) that the other cannot take, a
-/// spawner queues a task and wakes a server, and a waker makes the parker RUNNING when rung.
-/// In every interleaving up to the preemption bound, the task is run: no server stays parked
-/// or asleep with it queued (loom reports a deadlock otherwise). It fails with the wake-up
-/// that a server looking for work took for a sleeper's (the bell rung only when no server
-/// counted as waiting).
+/// umcg-runtime --lib loom`): two servers look for work through [`Doorbell::next`], the
+/// second of which first finds a piece of work of its own (a worker to resume) that the other
+/// cannot take and then looks again; a spawner queues two tasks, waking a server for each;
+/// a waker makes the parker RUNNING when rung. A server with nothing to run parks or sleeps on
+/// `work`. In every interleaving up to the preemption bound, both tasks run: no server stays
+/// parked or asleep with one queued (loom reports a deadlock otherwise). It fails with the
+/// wake-up that a server looking for work took for a sleeper's (the bell rung only when no
+/// server counted as waiting), and without the parker's second look for work.
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
@@ -201,15 +202,25 @@ mod loom_tests {
             builder.preemption_bound = Some(2);
         }
         // The waker retries while the parker is on its way to sleep.
-        builder.max_branches = 100_000;
+        builder.max_branches = builder.max_branches.max(100_000);
         builder.check(|| {
             let bell = Arc::new(Doorbell::new());
             let parking = Arc::new(Parking::default());
             let tasks = Arc::new(AtomicUsize::new(0));
             let stop = Arc::new(AtomicBool::new(false));
-            // As the runtime takes new tasks: one exchange (loom models sequentially
-            // consistent loads as acquire loads, which an exchange does not depend on).
-            let take = |tasks: &AtomicUsize| (tasks.swap(0, SeqCst) != 0).then_some("task");
+            // One task off the shared queue. Read-modify-writes only, as the runtime's take of
+            // new tasks (an exchange): loom models sequentially consistent loads as acquire
+            // loads, which these do not depend on.
+            let take = |tasks: &AtomicUsize| {
+                let mut n = tasks.fetch_add(0, SeqCst);
+                while n > 0 {
+                    match tasks.compare_exchange(n, n - 1, SeqCst, SeqCst) {
+                        Ok(_) => return Some("task"),
+                        Err(now) => n = now,
+                    }
+                }
+                None
+            };
 
             let (b, p, s) = (bell.clone(), parking.clone(), stop.clone());
             let waker = loom::thread::spawn(move || {
@@ -222,14 +233,18 @@ mod loom_tests {
             let (b, p, t) = (bell.clone(), parking.clone(), tasks.clone());
             let second = loom::thread::spawn(move || {
                 let mut resume = Some("own");
-                b.next(1, || resume.take().or_else(|| take(&t)), || p.park(1))
+                let own = b.next(1, || resume.take().or_else(|| take(&t)), || p.park(1));
+                // Then it looks for work like the other one: it may sleep on `work`, or park.
+                [own, b.next(1, || take(&t), || p.park(1))]
             });
 
-            tasks.fetch_add(1, SeqCst);
-            bell.wake_servers(false);
+            for _ in 0..2 {
+                tasks.fetch_add(1, SeqCst);
+                bell.wake_servers(false);
+            }
 
-            let got = [first.join().unwrap(), second.join().unwrap()];
-            assert!(got.contains(&"task") && got.contains(&"own"), "{got:?}");
+            assert_eq!(first.join().unwrap(), "task");
+            assert_eq!(second.join().unwrap(), ["own", "task"]);
             stop.store(true, SeqCst);
             bell.ring();
             waker.join().unwrap();

@@ -188,8 +188,13 @@ impl Drop for NewQueue {
 
 /// A load that takes part in a store-buffering handshake (each side stores, then loads what
 /// the other stored), which needs it sequentially consistent. loom models sequentially
-/// consistent loads as acquire loads only, so under loom an exchange that reads the latest
-/// value (and writes it back) stands in for it.
+/// consistent loads as acquire loads only, so under loom a read-modify-write that adds 0 (and
+/// so reads the latest value) stands in for it; the stores it pairs with are exchanges in every
+/// build, since loom lets a read-modify-write read around a plain store.
+///
+/// This checks the same program as the one that runs only because every atomic access of the
+/// runtime is `SeqCst` (its executions are interleavings, in which a load and an added 0 read
+/// the same): an access made weaker breaks that, and the model check with it.
 pub(crate) fn handshake_load_u32(a: &AtomicU32) -> u32 {
     #[cfg(loom)]
     return a.fetch_add(0, SeqCst);
